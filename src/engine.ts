@@ -1,0 +1,270 @@
+// The message engine: turns one plaintext stream into one AWS Encryption SDK message and back.
+// It knows nothing of flags, files or S3 (as age's internal/stream): callers hand it a byte source,
+// a Writable and a materials manager.
+//
+// Output contract, which sinks rely on to never expose unauthenticated data:
+//   - the engine calls `output.end()` only after the whole message was written (encrypt) or fully
+//     authenticated, signature included (decrypt);
+//   - on any failure it rejects and never ends `output`; the caller destroys/aborts the sink.
+import type { Writable } from 'node:stream'
+import {
+  buildClient,
+  CommitmentPolicy,
+  SignaturePolicy,
+  type AlgorithmSuiteIdentifier,
+  type NodeMaterialsManager,
+  type MessageHeader,
+} from '@aws-crypto/client-node'
+import { deserializeFactory } from '@aws-crypto/serialize'
+import { NodeAlgorithmSuite } from '@aws-crypto/material-management-node'
+import { EnvcryptError } from './errors.js'
+
+export type ByteSource = AsyncIterable<Uint8Array>
+
+export interface EncryptMessageOptions {
+  cmm: NodeMaterialsManager
+  commitmentPolicy: CommitmentPolicy
+  suiteId?: AlgorithmSuiteIdentifier
+  frameLength: number
+  encryptionContext: Record<string, string>
+  /** Plaintext size when known in advance; the caching materials manager needs it to count bytes. */
+  plaintextLength?: number
+  maxEncryptedDataKeys?: number | false
+}
+
+export interface HeaderAuth {
+  iv: Uint8Array
+  tag: Uint8Array
+}
+
+export interface ParsedHeader {
+  header: MessageHeader
+  headerAuth: HeaderAuth
+  /** Serialized header plus header auth, in bytes. */
+  headerLength: number
+}
+
+export interface DecryptMessageOptions {
+  cmm: NodeMaterialsManager
+  commitmentPolicy: CommitmentPolicy
+  /** `forbid-signed` is `--decrypt-unsigned`: refuse messages that carry a signature. */
+  signaturePolicy?: 'allow' | 'forbid-signed'
+  maxEncryptedDataKeys?: number | false
+  /** `--max-length`: the largest frame (or non-framed body) accepted. */
+  maxBodySize?: number
+  /** Called once the header is parsed, before any key is unwrapped or plaintext written.
+   *  Throw to refuse the message (for example an encryption-context mismatch). */
+  onHeader?: (parsed: ParsedHeader) => void | Promise<void>
+}
+
+export interface MessageResult {
+  header: MessageHeader
+  /** Present on decrypt (the metadata stream reports it); encrypt leaves it undefined. */
+  headerAuth?: HeaderAuth
+  bytesIn: number
+  bytesOut: number
+}
+
+export interface Engine {
+  readonly name: string
+  encrypt(input: ByteSource, output: Writable, options: EncryptMessageOptions): Promise<MessageResult>
+  decrypt(input: ByteSource, output: Writable, options: DecryptMessageOptions): Promise<MessageResult>
+}
+
+// ---------- helpers shared by engines ----------
+
+/** Write respecting backpressure; rejects if the sink fails. */
+export function writeTo(output: Writable, chunk: Uint8Array): Promise<void> | void {
+  if (output.destroyed) throw output.errored ?? new EnvcryptError('output closed before the message was complete')
+  if (output.write(chunk)) return
+  return new Promise<void>((resolve, reject) => {
+    const cleanup = () => {
+      output.off('drain', onDrain)
+      output.off('error', onError)
+      output.off('close', onClose)
+    }
+    const onDrain = () => (cleanup(), resolve())
+    const onError = (err: Error) => (cleanup(), reject(err))
+    const onClose = () => (cleanup(), reject(new EnvcryptError('output closed before the message was complete')))
+    output.on('drain', onDrain)
+    output.on('error', onError)
+    output.on('close', onClose)
+  })
+}
+
+/** End the output and wait until it has flushed (or failed). */
+export function endOutput(output: Writable): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    const onError = (err: Error) => reject(err)
+    output.once('error', onError)
+    output.end(() => {
+      output.off('error', onError)
+      resolve()
+    })
+  })
+}
+
+const deserialize = deserializeFactory((bytes: Uint8Array) => Buffer.from(bytes).toString('utf8'), NodeAlgorithmSuite)
+
+/** Try to parse a complete header (with its auth tag) at the start of `buffer`; false if more bytes are needed.
+ *  Throws on a malformed header. The SDK's parser checks the EDK count before allocating per-key data. */
+export function parseHeader(buffer: Uint8Array, maxEncryptedDataKeys: number | false = false): ParsedHeader | false {
+  const info = deserialize.deserializeMessageHeader(buffer, { maxEncryptedDataKeys })
+  if (!info) return false
+  return {
+    header: info.messageHeader,
+    headerAuth: { iv: info.headerAuth.headerIv, tag: info.headerAuth.headerAuthTag },
+    headerLength: info.rawHeader.byteLength + info.headerAuth.headerAuthLength,
+  }
+}
+
+/** Headers are small; anything beyond this without a complete header is not a message we accept. */
+export const MAX_HEADER_BYTES = 16 * 1024 * 1024
+
+/** Read from `iterator` until a complete header is parsed. Returns the header and the bytes read so far. */
+export async function readHeader(
+  iterator: AsyncIterator<Uint8Array>,
+  maxEncryptedDataKeys: number | false,
+): Promise<{ parsed: ParsedHeader; buffered: Buffer }> {
+  let buffered = Buffer.alloc(0)
+  for (;;) {
+    if (buffered.length > 0) {
+      const parsed = parseHeader(buffered, maxEncryptedDataKeys)
+      if (parsed) return { parsed, buffered }
+    }
+    if (buffered.length > MAX_HEADER_BYTES) throw new EnvcryptError('not an AWS Encryption SDK message (no valid header in the first 16 MiB)')
+    const next = await iterator.next()
+    if (next.done) {
+      throw new EnvcryptError(buffered.length === 0 ? 'empty input: not an AWS Encryption SDK message' : 'truncated or invalid message header')
+    }
+    buffered = buffered.length === 0 ? Buffer.from(next.value) : Buffer.concat([buffered, next.value])
+  }
+}
+
+/** Re-chunk a byte source into pieces of exactly `size` bytes (the last one shorter). */
+export async function* rechunk(source: ByteSource, size: number): AsyncGenerator<Buffer> {
+  let pending: Buffer[] = []
+  let pendingLength = 0
+  for await (const chunk of source) {
+    let piece = Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength)
+    while (pendingLength + piece.length >= size) {
+      const take = size - pendingLength
+      pending.push(piece.subarray(0, take))
+      yield pending.length === 1 ? pending[0] : Buffer.concat(pending, size)
+      pending = []
+      pendingLength = 0
+      piece = piece.subarray(take)
+    }
+    if (piece.length > 0) {
+      // Copy: the source may reuse its buffer after we yield control.
+      pending.push(Buffer.from(piece))
+      pendingLength += piece.length
+    }
+  }
+  if (pendingLength > 0) yield Buffer.concat(pending, pendingLength)
+}
+
+async function* prepend(first: Uint8Array, rest: AsyncIterator<Uint8Array>): AsyncGenerator<Uint8Array> {
+  if (first.length > 0) yield first
+  for (;;) {
+    const next = await rest.next()
+    if (next.done) return
+    yield next.value
+  }
+}
+
+// ---------- the reference engine: the SDK's own streams ----------
+
+/** Runs the SDK's stream `sdkStream`, feeding it `input` and copying its output into `output`. */
+async function pumpThrough(
+  sdkStream: NodeJS.ReadWriteStream & { on(event: string, fn: (...args: any[]) => void): unknown },
+  input: ByteSource,
+  output: Writable,
+  beforeFirstWrite?: Promise<void>,
+): Promise<number> {
+  let streamError: Error | undefined
+  sdkStream.on('error', (err: Error) => {
+    streamError ??= err
+  })
+  const feeding = (async () => {
+    try {
+      for await (const chunk of input) {
+        if (streamError) return
+        if (!sdkStream.write(chunk)) await new Promise<void>((resolve) => {
+          const done = () => { sdkStream.removeListener('drain', done); sdkStream.removeListener('error', done); resolve() }
+          sdkStream.on('drain', done)
+          sdkStream.on('error', done)
+        })
+      }
+      if (!streamError) sdkStream.end()
+    } catch (err) {
+      streamError ??= err as Error
+      ;(sdkStream as any).destroy?.(err)
+    }
+  })()
+  let bytesOut = 0
+  try {
+    for await (const chunk of sdkStream as unknown as AsyncIterable<Buffer>) {
+      if (beforeFirstWrite) {
+        await beforeFirstWrite
+        beforeFirstWrite = undefined
+      }
+      bytesOut += chunk.length
+      await writeTo(output, chunk)
+    }
+  } catch (err) {
+    streamError ??= err as Error
+  }
+  await feeding
+  if (streamError) throw streamError
+  return bytesOut
+}
+
+function countingSource(source: ByteSource, counter: { bytes: number }): AsyncGenerator<Uint8Array> {
+  return (async function* () {
+    for await (const chunk of source) {
+      counter.bytes += chunk.length
+      yield chunk
+    }
+  })()
+}
+
+export const sdkEngine: Engine = {
+  name: 'sdk',
+
+  async encrypt(input, output, options) {
+    const client = buildClient({ commitmentPolicy: options.commitmentPolicy, maxEncryptedDataKeys: options.maxEncryptedDataKeys ?? false })
+    const stream = client.encryptStream(options.cmm, {
+      suiteId: options.suiteId,
+      encryptionContext: options.encryptionContext,
+      frameLength: options.frameLength,
+      plaintextLength: options.plaintextLength,
+    })
+    let header: MessageHeader | undefined
+    stream.once('MessageHeader', (h: MessageHeader) => (header = h))
+    const counter = { bytes: 0 }
+    // Pieces that never cross a frame boundary avoid an SDK 5.0.2 bug with plaintextLength (FACTS.md).
+    const bytesOut = await pumpThrough(stream as any, countingSource(rechunk(input, options.frameLength), counter), output)
+    if (!header) throw new EnvcryptError('encryption produced no header')
+    await endOutput(output)
+    return { header, bytesIn: counter.bytes, bytesOut }
+  },
+
+  async decrypt(input, output, options) {
+    const maxEdks = options.maxEncryptedDataKeys ?? false
+    const iterator = input[Symbol.asyncIterator]()
+    const { parsed, buffered } = await readHeader(iterator, maxEdks)
+    if (options.onHeader) await options.onHeader(parsed)
+    const client = buildClient({ commitmentPolicy: options.commitmentPolicy, maxEncryptedDataKeys: maxEdks })
+    const streamOptions = options.maxBodySize ? { maxBodySize: options.maxBodySize } : undefined
+    const stream = options.signaturePolicy === 'forbid-signed'
+      ? client.decryptUnsignedMessageStream(options.cmm, streamOptions)
+      : client.decryptStream(options.cmm, streamOptions)
+    const counter = { bytes: 0 }
+    const bytesOut = await pumpThrough(stream as any, countingSource(prepend(buffered, iterator), counter), output)
+    await endOutput(output)
+    return { header: parsed.header, headerAuth: parsed.headerAuth, bytesIn: counter.bytes, bytesOut }
+  },
+}
+
+export { SignaturePolicy }
