@@ -1,0 +1,274 @@
+#!/usr/bin/env node
+// The command line: parses flags and calls the library (encryptTree/decryptTree and friends). No
+// cryptography or file handling lives here.
+process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true'
+
+import { createInterface } from 'node:readline/promises'
+import { writeFileSync } from 'node:fs'
+import yargs, { type Argv } from 'yargs'
+import { hideBin } from 'yargs/helpers'
+import { ALGORITHM_NAMES, COMMITMENT_POLICIES, type CommitmentPolicyName } from './algorithms.js'
+import { expandArgfiles, groupRepeatedFlags, parseContextPairs, splitGroup } from './args.js'
+import { describeError, UsageError } from './errors.js'
+import { removeLiveTemporaries } from './io.js'
+import { parseCachingSpec } from './materials.js'
+import { canonicalJson } from './metadata.js'
+import { keygen } from './keygen.js'
+import { decryptTree, encryptTree, defaultJobs, type FileEvent, type TreeSummary } from './tree.js'
+import { VERSION } from './version.js'
+
+const EXAMPLES: Array<[string, string]> = [
+  ['$0 keygen --out key.bin', 'make a 32-byte raw AES key file (mode 0600)'],
+  ['$0 -e -r -i data/ -o enc/ -w provider=raw-aes key=k1 material=file://key.bin --metadata-output meta.jsonl', 'encrypt a tree with a raw AES key'],
+  ['$0 -d -r -i enc/ -o plain/ -w provider=raw-aes key=k1 material=file://key.bin -S', 'decrypt it back'],
+  ['$0 -e -i report.pdf -o report.pdf.enc -w key=arn:aws:kms:us-east-1:111122223333:key/... -c team=data -S', 'encrypt one file with a KMS key and an encryption context'],
+  ['$0 -e -r -i data/ -o enc/ -w key=$KEY_ARN --caching capacity=1 max_age=10 max_messages_encrypted=100 --summary -', 'cache data keys; print KMS calls in the summary'],
+]
+
+const exitCodes = { ok: 0, failed: 1, usage: 2 }
+
+async function main(argv: string[]): Promise<number> {
+  const args = groupRepeatedFlags(expandArgfiles(argv))
+  let exitCode = exitCodes.ok
+  const parser = yargs(args)
+    .scriptName('envcrypt')
+    .version(VERSION)
+    .usage('$0 (-e | -d | --decrypt-unsigned) -i INPUT -o OUTPUT -w KEY-SPEC... [options]\n\nEncrypt or decrypt files and directory trees as standard AWS Encryption SDK messages (a drop-in for aws-encryption-cli).')
+    .command('$0', 'encrypt or decrypt files', (y) => mainOptions(y), async (argv) => {
+      exitCode = await runMain(argv as unknown as MainArgs)
+    })
+    .command('keygen', 'write a new random raw AES key file (mode 0600)', (y) =>
+      y.option('out', { type: 'string', demandOption: true, describe: 'path of the new key file (must not exist)' })
+        .option('bytes', { type: 'number', default: 32, choices: [16, 24, 32], describe: 'key size in bytes' })
+        .example('$0 keygen --out ~/.envcrypt/key.bin', ''),
+      async (argv) => {
+        keygen(argv.out, argv.bytes)
+        process.stderr.write(`envcrypt: wrote a ${argv.bytes}-byte AES key to ${argv.out} (mode 0600); use it with -w provider=raw-aes key=NAME material=file://${argv.out}\n`)
+      })
+    .strict()
+    .help()
+    .alias('h', 'help')
+    .wrap(Math.min(110, process.stdout.columns || 100))
+    .fail((message, err) => {
+      throw err ?? new UsageError(message)
+    })
+  for (const [command, description] of EXAMPLES) parser.example(command, description)
+  await parser.parseAsync()
+  return exitCode
+}
+
+function mainOptions(y: Argv) {
+  return y
+    .option('encrypt', { alias: 'e', type: 'boolean', describe: 'encrypt' })
+    .option('decrypt', { alias: 'd', type: 'boolean', describe: 'decrypt' })
+    .option('decrypt-unsigned', { type: 'boolean', describe: 'decrypt, refusing signed messages' })
+    .option('input', { alias: 'i', type: 'string', array: true, describe: 'file, directory, glob pattern, or - for stdin' })
+    .option('output', { alias: 'o', type: 'string', describe: 'file, directory (created if missing), or - for stdout' })
+    .option('recursive', { alias: ['r', 'R'], type: 'boolean', describe: 'process directories recursively' })
+    .option('wrapping-keys', { alias: 'w', type: 'string', array: true, describe: 'key spec: key=ID [provider=aws-kms|raw-aes|raw-rsa] [region=R] [profile=P] [discovery=true] [discovery-account=A discovery-partition=P] [material=file://PATH] [namespace=NS] [padding=oaep-sha256|oaep-sha1|pkcs1]; repeat for several' })
+    .option('encryption-context', { alias: 'c', type: 'string', array: true, describe: 'key=value pairs; on decrypt each must match (a bare key must exist)' })
+    .option('caching', { type: 'string', array: true, describe: 'capacity=N max_age=SECONDS [max_messages_encrypted=N] [max_bytes_encrypted=N]' })
+    .option('commitment-policy', { type: 'string', choices: Object.keys(COMMITMENT_POLICIES), default: 'require-encrypt-require-decrypt' })
+    .option('algorithm', { type: 'string', describe: `algorithm suite: ${ALGORITHM_NAMES.join(', ')}` })
+    .option('frame-length', { type: 'number', describe: 'frame length in bytes (default 4096)' })
+    .option('max-length', { type: 'number', describe: 'largest frame (or non-framed body) to accept on decrypt' })
+    .option('max-encrypted-data-keys', { type: 'number', describe: 'refuse messages with more encrypted data keys' })
+    .option('buffer', { alias: 'b', type: 'boolean', describe: 'decrypt to stdout: write nothing until the message is authenticated' })
+    .option('suppress-metadata', { alias: 'S', type: 'boolean', describe: 'write no metadata' })
+    .option('metadata-output', { type: 'string', describe: 'metadata file (JSON Lines, appended) or -' })
+    .option('overwrite-metadata', { type: 'boolean', describe: 'overwrite the metadata file instead of appending' })
+    .option('suffix', { type: 'string', describe: 'suffix for outputs in a directory (default .encrypted/.decrypted; bare --suffix: none)' })
+    .option('interactive', { type: 'boolean', describe: 'ask before overwriting an existing output' })
+    .option('overwrite', { type: 'boolean', default: true, hidden: true })
+    .option('no-overwrite', { type: 'boolean', describe: 'never overwrite an existing output (the file fails instead)' })
+    .option('encode', { type: 'boolean', describe: 'base64-encode the output' })
+    .option('decode', { type: 'boolean', describe: 'base64-decode the input' })
+    .option('verbose', { alias: 'v', type: 'count', describe: 'more output on stderr' })
+    .option('quiet', { alias: 'q', type: 'boolean', describe: 'only errors on stderr' })
+    .option('jobs', { alias: 'j', type: 'number', describe: `files processed at once (default ${defaultJobs()})` })
+    .option('skip-existing', { type: 'boolean', describe: 'leave outputs that already exist alone (resume an interrupted run)' })
+    .option('fsync', { type: 'boolean', describe: 'flush each output and its directory to disk around the rename' })
+    .option('summary', { type: 'string', describe: 'write a JSON run summary to FILE or - (stdout)' })
+    .option('follow-symlinks', { type: 'boolean', describe: 'follow symlinks that point outside the input directory' })
+    .option('engine', { type: 'string', choices: ['js', 'sdk'], describe: 'message engine: js (fast, default) or sdk (the SDK streams, reference)' })
+}
+
+interface MainArgs {
+  encrypt?: boolean
+  decrypt?: boolean
+  decryptUnsigned?: boolean
+  input?: string[]
+  output?: string
+  recursive?: boolean
+  wrappingKeys?: string[]
+  encryptionContext?: string[]
+  caching?: string[]
+  commitmentPolicy: CommitmentPolicyName
+  algorithm?: string
+  frameLength?: number
+  maxLength?: number
+  maxEncryptedDataKeys?: number
+  buffer?: boolean
+  suppressMetadata?: boolean
+  metadataOutput?: string
+  overwriteMetadata?: boolean
+  suffix?: string
+  interactive?: boolean
+  overwrite: boolean
+  encode?: boolean
+  decode?: boolean
+  verbose: number
+  quiet?: boolean
+  jobs?: number
+  skipExisting?: boolean
+  fsync?: boolean
+  summary?: string
+  followSymlinks?: boolean
+  engine?: 'js' | 'sdk'
+}
+
+async function runMain(args: MainArgs): Promise<number> {
+  const modes = [args.encrypt && 'encrypt', args.decrypt && 'decrypt', args.decryptUnsigned && 'decrypt-unsigned'].filter(Boolean)
+  if (modes.length !== 1) throw new UsageError('choose exactly one of -e/--encrypt, -d/--decrypt, --decrypt-unsigned')
+  const encrypting = Boolean(args.encrypt)
+  if (!args.input?.length) throw new UsageError('-i/--input is required')
+  if (args.output === undefined) throw new UsageError('-o/--output is required')
+  if (args.metadataOutput === undefined && !args.suppressMetadata) {
+    throw new UsageError('name a metadata destination with --metadata-output FILE|- or suppress it with -S')
+  }
+  if (args.metadataOutput !== undefined && args.suppressMetadata) throw new UsageError('--metadata-output and -S/--suppress-metadata exclude each other')
+  if (args.output === '-' && (args.metadataOutput === '-' || args.summary === '-')) {
+    throw new UsageError('-o - writes the data to stdout: send --metadata-output/--summary to a file instead')
+  }
+  if (args.metadataOutput === '-' && args.summary === '-') throw new UsageError('--metadata-output - and --summary - cannot share stdout')
+  if (args.caching && !args.caching.length) throw new UsageError('--caching needs capacity=N max_age=SECONDS')
+  if (encrypting && (args.decode || args.buffer || args.maxLength !== undefined)) {
+    throw new UsageError('--decode, --buffer and --max-length apply to decrypt only')
+  }
+  if (!encrypting && (args.encode || args.algorithm || args.frameLength !== undefined)) {
+    throw new UsageError('--encode, --algorithm and --frame-length apply to encrypt only')
+  }
+  const contextTokens = (args.encryptionContext ?? []).flatMap(splitGroup)
+  const context = parseContextPairs(contextTokens, !encrypting)
+  const verbosity = args.quiet ? -1 : args.verbose
+  const warn = (message: string) => {
+    if (verbosity >= 0) process.stderr.write(`envcrypt: warning: ${message}\n`)
+  }
+  const controller = new AbortController()
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (controller.signal.aborted) {
+      // A second signal: stop now, but still leave no temporary behind.
+      removeLiveTemporaries()
+      process.exit(signal === 'SIGINT' ? 130 : 143)
+    }
+    if (verbosity >= 0) process.stderr.write(`envcrypt: ${signal}: stopping; in-flight outputs are removed\n`)
+    controller.abort(signal)
+  }
+  process.on('SIGINT', onSignal)
+  process.on('SIGTERM', onSignal)
+
+  const onFile = (event: FileEvent) => {
+    if (event.status === 'failed' && event.error !== 'interrupted') process.stderr.write(`envcrypt: error: ${event.input}: ${event.error}\n`)
+    else if (verbosity >= 1) process.stderr.write(`envcrypt: ${event.status}: ${event.input} -> ${event.output}\n`)
+  }
+  const common = {
+    inputs: args.input,
+    output: args.output,
+    recursive: args.recursive,
+    suffix: args.suffix,
+    wrappingKeys: (args.wrappingKeys ?? []).map(splitGroup),
+    caching: args.caching ? parseCachingSpec(args.caching.flatMap(splitGroup)) : undefined,
+    commitmentPolicy: args.commitmentPolicy,
+    maxEncryptedDataKeys: args.maxEncryptedDataKeys,
+    metadataOutput: args.suppressMetadata ? undefined : args.metadataOutput,
+    overwriteMetadata: args.overwriteMetadata,
+    jobs: args.jobs,
+    skipExisting: args.skipExisting,
+    noOverwrite: args.overwrite === false,
+    confirmOverwrite: args.interactive ? confirmOverwrite : undefined,
+    fsync: args.fsync,
+    followSymlinks: args.followSymlinks,
+    engine: args.engine,
+    signal: controller.signal,
+    warn,
+    onFile,
+  }
+  let summary: TreeSummary
+  if (encrypting) {
+    summary = await encryptTree({
+      ...common,
+      encryptionContext: context as Record<string, string>,
+      algorithm: args.algorithm,
+      frameLength: args.frameLength,
+      encode: args.encode,
+    })
+  } else {
+    summary = await decryptTree({
+      ...common,
+      unsignedOnly: Boolean(args.decryptUnsigned),
+      requiredContext: context,
+      maxLength: args.maxLength,
+      decode: args.decode,
+      buffer: args.buffer,
+    })
+  }
+  removeLiveTemporaries()
+  if (args.summary !== undefined) {
+    const text = canonicalJson(summary) + '\n'
+    if (args.summary === '-') process.stdout.write(text)
+    else writeFileSync(args.summary, text)
+  }
+  if (verbosity >= 0) process.stderr.write(describeSummary(summary, encrypting ? 'encrypted' : 'decrypted') + '\n')
+  if (summary.interrupted) return summary.interrupted === 'SIGINT' ? 130 : 143
+  return summary.files_failed > 0 ? exitCodes.failed : exitCodes.ok
+}
+
+function describeSummary(summary: TreeSummary, verb: string): string {
+  const parts = [`envcrypt: ${verb} ${summary.files_ok} file${summary.files_ok === 1 ? '' : 's'}`]
+  if (summary.files_skipped) parts.push(`skipped ${summary.files_skipped}`)
+  if (summary.files_failed) parts.push(`failed ${summary.files_failed}`)
+  parts.push(`${formatBytes(summary.bytes_in)} in, ${formatBytes(summary.bytes_out)} out, ${summary.seconds.toFixed(2)} s`)
+  const calls = Object.entries(summary.kms_calls)
+  if (calls.length) parts.push(`KMS calls: ${calls.map(([op, n]) => `${op}=${n}`).join(' ')}`)
+  if (summary.interrupted) parts.push(`interrupted by ${summary.interrupted}`)
+  return parts.join('; ')
+}
+
+function formatBytes(bytes: number): string {
+  const units = ['B', 'kB', 'MB', 'GB', 'TB']
+  let value = bytes
+  let unit = 0
+  while (value >= 1000 && unit < units.length - 1) {
+    value /= 1000
+    unit++
+  }
+  return `${unit === 0 ? value : value.toFixed(1)} ${units[unit]}`
+}
+
+// Prompts one at a time even with several files in flight.
+let promptChain: Promise<unknown> = Promise.resolve()
+function confirmOverwrite(path: string): Promise<boolean> {
+  const ask = async () => {
+    const rl = createInterface({ input: process.stdin, output: process.stderr })
+    try {
+      const answer = await rl.question(`envcrypt: overwrite ${path}? [y/N] `)
+      return /^y(es)?$/i.test(answer.trim())
+    } finally {
+      rl.close()
+    }
+  }
+  const result = promptChain.then(ask, ask)
+  promptChain = result.catch(() => undefined)
+  return result
+}
+
+main(hideBin(process.argv)).then(
+  (code) => {
+    process.exitCode = code
+  },
+  (err) => {
+    removeLiveTemporaries()
+    process.stderr.write(`envcrypt: error: ${describeError(err)}\n`)
+    process.exitCode = err instanceof UsageError ? exitCodes.usage : exitCodes.failed
+  },
+)

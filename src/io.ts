@@ -1,0 +1,183 @@
+// One small source/sink interface for local trees, stdin/stdout and S3 (see s3.ts), so that the tree
+// runner never cares where bytes come from or go. Sinks are atomic: nothing appears at the final name
+// until `commit()`, and `abort()` leaves nothing behind.
+import { createReadStream, createWriteStream, unlinkSync } from 'node:fs'
+import { mkdir, open, rename, link, unlink, chmod, stat } from 'node:fs/promises'
+import { dirname, join } from 'node:path'
+import { randomBytes } from 'node:crypto'
+import { PassThrough, Writable } from 'node:stream'
+import { finished } from 'node:stream/promises'
+import type { ByteSource } from './engine.js'
+import { EnvcryptError } from './errors.js'
+
+export interface InputItem {
+  /** Shown in messages and metadata: an absolute path, `<stdin>`, or `s3://bucket/key`. */
+  display: string
+  /** Path relative to the input root, `/`-separated; the output tree mirrors it. */
+  relPath: string
+  size?: number
+  /** Permission bits of a local file; outputs never get wider ones. */
+  mode?: number
+  mtimeMs?: number
+  open(): Promise<ByteSource>
+}
+
+export interface OutputWriter {
+  stream: Writable
+  /** Make the output visible at its final name. With `noClobber`, fail rather than replace an existing one. */
+  commit(options: { noClobber: boolean }): Promise<void>
+  /** Discard everything written; safe to call more than once and after a failed commit. */
+  abort(): Promise<void>
+}
+
+export interface OutputTarget {
+  display: string
+  /** Whether a complete output already exists at the final name (for --skip-existing / --no-overwrite). */
+  exists(): Promise<boolean>
+  open(options: { mode: number; fsync: boolean }): Promise<OutputWriter>
+}
+
+/** Temporary outputs start with this; the planner never takes them as input. */
+export const TEMP_PREFIX = '.envcrypt-tmp-'
+export const READ_CHUNK = 1024 * 1024
+
+// Temporaries in flight, so a signal handler can remove them synchronously before exiting.
+const liveTemporaries = new Set<string>()
+export function removeLiveTemporaries(): number {
+  let removed = 0
+  for (const path of liveTemporaries) {
+    try {
+      unlinkSync(path)
+      removed++
+    } catch {
+      /* already gone */
+    }
+  }
+  liveTemporaries.clear()
+  return removed
+}
+
+export function localFileInput(path: string, relPath: string, info: { size: number; mode: number; mtimeMs: number }): InputItem {
+  return {
+    display: path,
+    relPath,
+    size: info.size,
+    mode: info.mode & 0o777,
+    mtimeMs: info.mtimeMs,
+    open: async () => createReadStream(path, { highWaterMark: READ_CHUNK }),
+  }
+}
+
+export function stdinInput(): InputItem {
+  return { display: '<stdin>', relPath: 'stdin', open: async () => process.stdin }
+}
+
+export function localFileOutput(path: string): OutputTarget {
+  return {
+    display: path,
+    exists: async () => {
+      try {
+        await stat(path)
+        return true
+      } catch {
+        return false
+      }
+    },
+    open: async ({ mode, fsync }) => {
+      const dir = dirname(path)
+      await mkdir(dir, { recursive: true })
+      const temporary = join(dir, `${TEMP_PREFIX}${randomBytes(8).toString('hex')}`)
+      // 0600 while being written: the content may be plaintext and is not yet authenticated.
+      const stream = createWriteStream(temporary, { flags: 'wx', mode: 0o600, highWaterMark: READ_CHUNK, flush: fsync } as any)
+      await new Promise<void>((resolve, reject) => {
+        stream.once('open', () => resolve())
+        stream.once('error', reject)
+      })
+      liveTemporaries.add(temporary)
+      let state: 'open' | 'committed' | 'aborted' = 'open'
+      return {
+        stream,
+        async commit({ noClobber }) {
+          if (state !== 'open') throw new EnvcryptError(`output ${path} already ${state}`)
+          await finished(stream)
+          await chmod(temporary, mode & 0o777)
+          if (noClobber) {
+            // link() fails with EEXIST instead of replacing: no window where another writer's file is lost.
+            try {
+              await link(temporary, path)
+            } catch (err) {
+              if ((err as NodeJS.ErrnoException).code === 'EEXIST') throw new EnvcryptError(`output ${path} already exists (not overwritten)`)
+              throw err
+            }
+            await unlink(temporary)
+          } else {
+            await rename(temporary, path)
+          }
+          liveTemporaries.delete(temporary)
+          state = 'committed'
+          if (fsync) await fsyncDirectory(dir)
+        },
+        async abort() {
+          if (state === 'committed') return
+          state = 'aborted'
+          stream.destroy()
+          await unlink(temporary).catch(() => undefined)
+          liveTemporaries.delete(temporary)
+        },
+      }
+    },
+  }
+}
+
+async function fsyncDirectory(dir: string): Promise<void> {
+  const handle = await open(dir, 'r')
+  try {
+    await handle.sync()
+  } finally {
+    await handle.close()
+  }
+}
+
+/** Standard output. With `buffer`, nothing is written until commit (i.e. until the message is authenticated). */
+export function stdoutOutput(options: { buffer: boolean }): OutputTarget {
+  return {
+    display: '<stdout>',
+    exists: async () => false,
+    open: async () => {
+      if (options.buffer) {
+        const chunks: Buffer[] = []
+        const stream = new Writable({
+          write(chunk, _encoding, callback) {
+            chunks.push(chunk)
+            callback()
+          },
+        })
+        return {
+          stream,
+          async commit() {
+            for (const chunk of chunks) await writeStdout(chunk)
+            chunks.length = 0
+          },
+          async abort() {
+            chunks.length = 0
+          },
+        }
+      }
+      // Never end process.stdout itself: later output (a summary) may follow.
+      const stream = new PassThrough()
+      stream.pipe(process.stdout, { end: false })
+      return {
+        stream,
+        commit: () => finished(stream).then(() => undefined),
+        async abort() {
+          stream.unpipe(process.stdout)
+          stream.destroy()
+        },
+      }
+    },
+  }
+}
+
+function writeStdout(chunk: Buffer): Promise<void> {
+  return new Promise((resolve, reject) => process.stdout.write(chunk, (err) => (err ? reject(err) : resolve())))
+}

@@ -1,0 +1,270 @@
+// Every `-w/--wrapping-keys` spec becomes a keyring here, and nowhere else (as age's parse.go).
+// Key material is only ever read from files named by `material=file://PATH`, never from argv.
+import { readFileSync, statSync } from 'node:fs'
+import { createPrivateKey, createPublicKey, constants as cryptoConstants } from 'node:crypto'
+import { homedir } from 'node:os'
+import {
+  KmsKeyringNode,
+  MultiKeyringNode,
+  RawAesKeyringNode,
+  RawAesWrappingSuiteIdentifier,
+  RawRsaKeyringNode,
+  type KeyringNode,
+} from '@aws-crypto/client-node'
+import { KMS } from '@aws-sdk/client-kms'
+import { UsageError } from './errors.js'
+
+export type Provider = 'aws-kms' | 'raw-aes' | 'raw-rsa'
+export type RsaPadding = 'oaep-sha256' | 'oaep-sha1' | 'pkcs1'
+
+export interface WrappingKeySpec {
+  provider: Provider
+  keys: string[]
+  region?: string
+  profile?: string
+  discovery: boolean
+  discoveryAccounts: string[]
+  discoveryPartition?: string
+  /** Path of the key file (from `material=file://PATH`); raw providers only. */
+  materialPath?: string
+  namespace: string
+  padding: RsaPadding
+}
+
+/** KMS calls made by this process, keyed by operation name (`GenerateDataKey`, `Decrypt`, ...). */
+export type KmsCallCounts = Record<string, number>
+
+const SPEC_FIELDS = new Set(['key', 'provider', 'region', 'profile', 'discovery', 'discovery-account', 'discovery-partition', 'material', 'namespace', 'padding'])
+const REPEATABLE = new Set(['key', 'discovery-account'])
+export const DEFAULT_NAMESPACE = 'envcrypt'
+
+/** Parse one `-w` group: a list of `name=value` tokens. */
+export function parseWrappingKeySpec(tokens: readonly string[]): WrappingKeySpec {
+  const values = new Map<string, string[]>()
+  for (const token of tokens) {
+    const eq = token.indexOf('=')
+    if (eq <= 0) throw new UsageError(`-w/--wrapping-keys: "${redact(token)}" is not name=value (names: ${[...SPEC_FIELDS].join(', ')})`)
+    const name = token.slice(0, eq).toLowerCase()
+    const value = token.slice(eq + 1)
+    if (!SPEC_FIELDS.has(name)) throw new UsageError(`-w/--wrapping-keys: unknown field "${name}" (names: ${[...SPEC_FIELDS].join(', ')})`)
+    const list = values.get(name) ?? []
+    if (list.length > 0 && !REPEATABLE.has(name)) throw new UsageError(`-w/--wrapping-keys: "${name}" given twice in one group`)
+    list.push(value)
+    values.set(name, list)
+  }
+  const one = (name: string) => values.get(name)?.[0]
+  const provider = (one('provider') ?? 'aws-kms').toLowerCase()
+  if (provider !== 'aws-kms' && provider !== 'raw-aes' && provider !== 'raw-rsa') {
+    throw new UsageError(`-w/--wrapping-keys: unknown provider "${provider}" (aws-kms, raw-aes or raw-rsa)`)
+  }
+  const discoveryText = one('discovery')?.toLowerCase()
+  if (discoveryText !== undefined && discoveryText !== 'true' && discoveryText !== 'false') {
+    throw new UsageError('-w/--wrapping-keys: discovery must be true or false')
+  }
+  const spec: WrappingKeySpec = {
+    provider,
+    keys: values.get('key') ?? [],
+    region: one('region'),
+    profile: one('profile'),
+    discovery: discoveryText === 'true',
+    discoveryAccounts: values.get('discovery-account') ?? [],
+    discoveryPartition: one('discovery-partition'),
+    namespace: one('namespace') ?? DEFAULT_NAMESPACE,
+    padding: (one('padding')?.toLowerCase() ?? 'oaep-sha256') as RsaPadding,
+  }
+  if (!['oaep-sha256', 'oaep-sha1', 'pkcs1'].includes(spec.padding)) {
+    throw new UsageError(`-w/--wrapping-keys: padding must be oaep-sha256, oaep-sha1 or pkcs1`)
+  }
+  const material = one('material')
+  if (provider === 'aws-kms') {
+    for (const field of ['material', 'namespace', 'padding']) {
+      if (values.has(field)) throw new UsageError(`-w/--wrapping-keys: "${field}" applies to raw-aes/raw-rsa keys, not aws-kms`)
+    }
+  } else {
+    for (const field of ['region', 'profile', 'discovery', 'discovery-account', 'discovery-partition']) {
+      if (values.has(field)) throw new UsageError(`-w/--wrapping-keys: "${field}" applies to aws-kms keys, not ${provider}`)
+    }
+    if (provider === 'raw-aes' && values.has('padding')) throw new UsageError('-w/--wrapping-keys: "padding" applies to raw-rsa keys only')
+    if (spec.keys.length !== 1) throw new UsageError(`-w/--wrapping-keys: ${provider} needs exactly one key=NAME`)
+    if (material === undefined) throw new UsageError(`-w/--wrapping-keys: ${provider} needs material=file://PATH`)
+    if (!material.startsWith('file://')) {
+      // Never echo the value: it may be the key itself.
+      throw new UsageError('-w/--wrapping-keys: material must be file://PATH; key material is never accepted on the command line')
+    }
+    spec.materialPath = expandHome(material.slice('file://'.length))
+  }
+  if (spec.discoveryAccounts.length > 0 !== (spec.discoveryPartition !== undefined)) {
+    throw new UsageError('-w/--wrapping-keys: discovery-account and discovery-partition must be given together')
+  }
+  if (spec.discoveryAccounts.length > 0 && !spec.discovery) {
+    throw new UsageError('-w/--wrapping-keys: discovery-account/discovery-partition need discovery=true')
+  }
+  return spec
+}
+
+function redact(token: string): string {
+  return token.length > 40 ? `${token.slice(0, 12)}…` : token
+}
+
+function expandHome(path: string): string {
+  return path === '~' || path.startsWith('~/') ? homedir() + path.slice(1) : path
+}
+
+/** Check the rules that depend on the direction: encrypt needs keys and refuses discovery. */
+export function validateSpecs(specs: readonly WrappingKeySpec[], mode: 'encrypt' | 'decrypt'): void {
+  if (specs.length === 0) throw new UsageError('-w/--wrapping-keys is required: name at least one wrapping key (see --help)')
+  for (const spec of specs) {
+    if (mode === 'encrypt') {
+      if (spec.discovery) throw new UsageError('-w/--wrapping-keys: discovery=true cannot be used to encrypt; name a key=')
+      if (spec.keys.length === 0) throw new UsageError('-w/--wrapping-keys: encrypt needs key=... in every group')
+    } else {
+      if (spec.discovery && spec.keys.length > 0) throw new UsageError('-w/--wrapping-keys: give key=... or discovery=true, not both')
+      if (!spec.discovery && spec.keys.length === 0) throw new UsageError('-w/--wrapping-keys: decrypt needs key=... or discovery=true')
+    }
+  }
+}
+
+export interface KeyringOptions {
+  kmsCalls: KmsCallCounts
+  warn: (message: string) => void
+  /** Extra KMS client settings (tests, benchmarks); endpoint and credentials otherwise come from the standard chain. */
+  kmsClientConfig?: Record<string, unknown>
+}
+
+export interface KeyringSetup {
+  keyring: KeyringNode
+  /** Closes the KMS clients' connections. */
+  dispose(): void
+}
+
+export function buildKeyring(specs: readonly WrappingKeySpec[], mode: 'encrypt' | 'decrypt', options: KeyringOptions): KeyringSetup {
+  validateSpecs(specs, mode)
+  const clients = new Map<string, KMS>()
+  const keyrings: KeyringNode[] = []
+  for (const spec of specs) {
+    if (spec.provider === 'raw-aes') keyrings.push(rawAesKeyring(spec, options))
+    else if (spec.provider === 'raw-rsa') keyrings.push(rawRsaKeyring(spec, mode, options))
+    else keyrings.push(...kmsKeyrings(spec, keyrings.length === 0 && mode === 'encrypt', kmsClientProvider(spec, options, clients)))
+  }
+  const keyring = keyrings.length === 1
+    ? keyrings[0]
+    : mode === 'encrypt'
+      ? new MultiKeyringNode({ generator: keyrings[0], children: keyrings.slice(1) })
+      : new MultiKeyringNode({ children: keyrings })
+  return {
+    keyring,
+    dispose() {
+      for (const client of clients.values()) client.destroy()
+      clients.clear()
+    },
+  }
+}
+
+function readKeyFile(spec: WrappingKeySpec, options: KeyringOptions): Buffer {
+  const path = spec.materialPath!
+  let mode: number
+  try {
+    mode = statSync(path).mode
+    if ((mode & 0o077) !== 0) options.warn(`key file ${path} is readable by group or others; run: chmod 600 ${path}`)
+    return readFileSync(path)
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code
+    throw new UsageError(`-w/--wrapping-keys: cannot read key file ${path} (${code ?? 'error'})`)
+  }
+}
+
+function rawAesKeyring(spec: WrappingKeySpec, options: KeyringOptions): KeyringNode {
+  const material = readKeyFile(spec, options)
+  const wrappingSuite = {
+    16: RawAesWrappingSuiteIdentifier.AES128_GCM_IV12_TAG16_NO_PADDING,
+    24: RawAesWrappingSuiteIdentifier.AES192_GCM_IV12_TAG16_NO_PADDING,
+    32: RawAesWrappingSuiteIdentifier.AES256_GCM_IV12_TAG16_NO_PADDING,
+  }[material.length]
+  if (!wrappingSuite) {
+    throw new UsageError(`-w/--wrapping-keys: key file ${spec.materialPath} holds ${material.length} bytes; a raw AES key is 16, 24 or 32 raw bytes (make one with: envcrypt keygen --out PATH)`)
+  }
+  return new RawAesKeyringNode({
+    keyName: spec.keys[0],
+    keyNamespace: spec.namespace,
+    unencryptedMasterKey: new Uint8Array(material),
+    wrappingSuite,
+  })
+}
+
+function rawRsaKeyring(spec: WrappingKeySpec, mode: 'encrypt' | 'decrypt', options: KeyringOptions): KeyringNode {
+  const pem = readKeyFile(spec, options)
+  let privateKey: string | undefined
+  let publicKey: string
+  try {
+    const key = createPrivateKey(pem)
+    privateKey = key.export({ type: 'pkcs8', format: 'pem' }).toString()
+    publicKey = createPublicKey(key).export({ type: 'spki', format: 'pem' }).toString()
+  } catch {
+    try {
+      publicKey = createPublicKey(pem).export({ type: 'spki', format: 'pem' }).toString()
+    } catch {
+      throw new UsageError(`-w/--wrapping-keys: key file ${spec.materialPath} is not a PEM RSA key`)
+    }
+  }
+  if (mode === 'decrypt' && !privateKey) {
+    throw new UsageError(`-w/--wrapping-keys: key file ${spec.materialPath} holds only a public key; decrypt needs the private key`)
+  }
+  const padding = spec.padding === 'pkcs1' ? cryptoConstants.RSA_PKCS1_PADDING : cryptoConstants.RSA_PKCS1_OAEP_PADDING
+  return new RawRsaKeyringNode({
+    keyName: spec.keys[0],
+    keyNamespace: spec.namespace,
+    rsaKey: { publicKey, privateKey },
+    padding,
+    oaepHash: spec.padding === 'oaep-sha1' ? 'sha1' : spec.padding === 'oaep-sha256' ? 'sha256' : undefined,
+  })
+}
+
+/** One KMS client per (region, profile), shared by every keyring, each counting the calls it makes.
+ *  The SDK's own `cacheClients` may build several clients before the first answer, so we cache here. */
+function kmsClientProvider(spec: WrappingKeySpec, options: KeyringOptions, kmsClients: Map<string, KMS>): (region: string) => KMS {
+  return (region: string) => {
+    const effectiveRegion = region || spec.region || undefined
+    const cacheKey = `${effectiveRegion ?? ''}\u0000${spec.profile ?? ''}`
+    let client = kmsClients.get(cacheKey)
+    if (!client) {
+      client = new KMS({
+        ...(effectiveRegion ? { region: effectiveRegion } : {}),
+        ...(spec.profile ? { profile: spec.profile } : {}),
+        // Throttling and 5xx are retried by the SDK's standard strategy (exponential backoff with jitter);
+        // more attempts than the default 3 keep a busy account's batch from failing on a burst.
+        maxAttempts: 8,
+        ...options.kmsClientConfig,
+      })
+      countCalls(client, options.kmsCalls)
+      kmsClients.set(cacheKey, client)
+    }
+    return client
+  }
+}
+
+function countCalls(client: KMS, counts: KmsCallCounts): void {
+  client.middlewareStack.add(
+    (next, context) => async (args) => {
+      const operation = String(context.commandName ?? 'Unknown').replace(/Command$/, '')
+      counts[operation] = (counts[operation] ?? 0) + 1
+      return next(args)
+    },
+    { step: 'initialize', name: 'envcryptCountKmsCalls' },
+  )
+}
+
+function kmsKeyrings(spec: WrappingKeySpec, firstGeneratesDataKey: boolean, provider: (region: string) => KMS): KeyringNode[] {
+  const clientProvider = provider as any
+  if (spec.discovery) {
+    const discoveryFilter = spec.discoveryAccounts.length > 0
+      ? { accountIDs: spec.discoveryAccounts, partition: spec.discoveryPartition! }
+      : undefined
+    return [new KmsKeyringNode({ discovery: true, discoveryFilter, clientProvider })]
+  }
+  const [first, ...rest] = spec.keys
+  return [
+    firstGeneratesDataKey
+      ? new KmsKeyringNode({ generatorKeyId: first, keyIds: rest, clientProvider })
+      : new KmsKeyringNode({ keyIds: spec.keys, clientProvider }),
+  ]
+}

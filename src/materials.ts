@@ -1,0 +1,82 @@
+// The materials manager behind every message: the keyring alone, or a caching manager in front of it.
+// The SDK's cache does not coalesce concurrent misses, so with files in flight the limits
+// (max_messages_encrypted, one KMS Decrypt per data key) would overshoot; `serializePerCacheKey` runs the
+// lookups for one cache key one at a time, which keeps them exact while different keys proceed in parallel.
+import {
+  NodeCachingMaterialsManager,
+  NodeDefaultCryptographicMaterialsManager,
+  getLocalCryptographicMaterialsCache,
+  type KeyringNode,
+  type NodeMaterialsManager,
+} from '@aws-crypto/client-node'
+import { UsageError } from './errors.js'
+
+export interface CachingSettings {
+  capacity: number
+  /** Seconds, as aws-encryption-cli takes it (the SDK wants milliseconds). */
+  max_age: number
+  max_messages_encrypted?: number
+  max_bytes_encrypted?: number
+}
+
+const CACHING_FIELDS = ['capacity', 'max_age', 'max_messages_encrypted', 'max_bytes_encrypted'] as const
+
+/** Parse `--caching capacity=N max_age=SECONDS [max_messages_encrypted=N] [max_bytes_encrypted=N]`. */
+export function parseCachingSpec(tokens: readonly string[]): CachingSettings {
+  const values: Record<string, number> = {}
+  for (const token of tokens) {
+    const [name, text] = token.split('=', 2)
+    if (!CACHING_FIELDS.includes(name as (typeof CACHING_FIELDS)[number]) || text === undefined) {
+      throw new UsageError(`--caching: "${token}" is not one of ${CACHING_FIELDS.map((f) => `${f}=N`).join(', ')}`)
+    }
+    const value = Number(text)
+    if (!Number.isFinite(value) || value <= 0 || (name !== 'max_age' && !Number.isInteger(value))) {
+      throw new UsageError(`--caching: ${name} must be a positive ${name === 'max_age' ? 'number of seconds' : 'integer'}, got "${text}"`)
+    }
+    values[name] = value
+  }
+  if (values.capacity === undefined || values.max_age === undefined) {
+    throw new UsageError('--caching needs capacity=N and max_age=SECONDS')
+  }
+  return values as unknown as CachingSettings
+}
+
+export function buildMaterialsManager(keyring: KeyringNode, caching?: CachingSettings): NodeMaterialsManager {
+  if (!caching) return new NodeDefaultCryptographicMaterialsManager(keyring)
+  const cachingManager = new NodeCachingMaterialsManager({
+    backingMaterials: keyring,
+    cache: getLocalCryptographicMaterialsCache(caching.capacity),
+    maxAge: Math.max(1, Math.round(caching.max_age * 1000)),
+    ...(caching.max_messages_encrypted !== undefined ? { maxMessagesEncrypted: caching.max_messages_encrypted } : {}),
+    ...(caching.max_bytes_encrypted !== undefined ? { maxBytesEncrypted: caching.max_bytes_encrypted } : {}),
+  })
+  return serializePerCacheKey(cachingManager)
+}
+
+/** Wrap a manager so that requests with the same cache key run one after another. */
+export function serializePerCacheKey(inner: NodeMaterialsManager): NodeMaterialsManager {
+  const tails = new Map<string, Promise<unknown>>()
+  function exclusive<T>(key: string, task: () => Promise<T>): Promise<T> {
+    const previous = tails.get(key) ?? Promise.resolve()
+    const run = previous.then(task, task)
+    const tail = run.catch(() => undefined)
+    tails.set(key, tail)
+    void tail.then(() => {
+      if (tails.get(key) === tail) tails.delete(key)
+    })
+    return run
+  }
+  const contextKey = (context: Readonly<Record<string, string>>) =>
+    JSON.stringify(Object.keys(context).sort().map((k) => [k, context[k]]))
+  return {
+    getEncryptionMaterials: (request) =>
+      exclusive(`e|${request.suite?.id ?? 'default'}|${contextKey(request.encryptionContext)}`, () => inner.getEncryptionMaterials(request)),
+    decryptMaterials: (request) => {
+      const edks = request.encryptedDataKeys
+        .map((edk) => `${edk.providerId}|${edk.providerInfo}|${Buffer.from(edk.encryptedDataKey).toString('base64')}`)
+        .sort()
+        .join(',')
+      return exclusive(`d|${request.suite.id}|${contextKey(request.encryptionContext)}|${edks}`, () => inner.decryptMaterials(request))
+    },
+  } as NodeMaterialsManager
+}

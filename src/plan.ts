@@ -1,0 +1,180 @@
+// File planning: turns `-i`/`-o`/`-r`/`--suffix` into a list of (input, output) pairs before anything is
+// written, so that every refusal (collisions, output inside input, missing files) happens up front.
+import { lstat, realpath, stat } from 'node:fs/promises'
+import { basename, isAbsolute, join, relative, resolve, sep } from 'node:path'
+import fg from 'fast-glob'
+import { UsageError } from './errors.js'
+import { localFileInput, localFileOutput, stdinInput, stdoutOutput, TEMP_PREFIX, type InputItem, type OutputTarget } from './io.js'
+
+export interface PlannedFile {
+  input: InputItem
+  output: OutputTarget
+}
+
+export interface PlanOptions {
+  inputs: readonly string[]
+  output: string
+  recursive: boolean
+  suffix: string
+  /** Withhold stdout until authenticated (decrypt with --buffer). */
+  bufferStdout?: boolean
+  /** Follow symlinks that point outside the input root (default: skip them with a warning). */
+  followSymlinks?: boolean
+  warn: (message: string) => void
+}
+
+/** Remote stores plug in here (S3); the planner only needs a listing and a way to name outputs. */
+export interface Store {
+  matches(uri: string): boolean
+  /** List inputs under `uri` (a prefix when it ends with `/`, else a single object). */
+  listInputs(uri: string, recursive: boolean): Promise<{ items: InputItem[]; isTree: boolean }>
+  output(uri: string): OutputTarget
+  isTreeUri(uri: string): boolean
+  join(base: string, relPath: string): string
+}
+
+const GLOB_CHARS = /[*?[\]{}!]/
+
+interface Listed {
+  items: InputItem[]
+  /** A directory, prefix or glob: outputs go under an output directory, mirrored. */
+  isTree: boolean
+  /** The local directory that was walked, to refuse outputs inside it. */
+  localRoot?: string
+}
+
+export async function planFiles(options: PlanOptions, stores: readonly Store[] = []): Promise<PlannedFile[]> {
+  if (options.inputs.length === 0) throw new UsageError('-i/--input is required')
+  const listings: Listed[] = []
+  for (const input of options.inputs) listings.push(await listInput(input, options, stores))
+  const items = listings.flatMap((l) => l.items)
+  if (items.length === 0) return []
+
+  const output = options.output
+  const outputStore = stores.find((s) => s.matches(output))
+  if (output === '-') {
+    if (items.length !== 1 || listings.some((l) => l.isTree)) throw new UsageError('-o -: standard output takes exactly one input file')
+    return [{ input: items[0], output: stdoutOutput({ buffer: options.bufferStdout ?? false }) }]
+  }
+  const treeOutput = outputStore
+    ? outputStore.isTreeUri(output) || listings.some((l) => l.isTree) || items.length > 1
+    : output.endsWith('/') || output.endsWith(sep) || (await isDirectory(output)) || listings.some((l) => l.isTree) || items.length > 1
+  if (!treeOutput) {
+    if (items.length !== 1) throw new UsageError(`-o ${output}: several inputs need an output directory`)
+    const target = outputStore ? outputStore.output(output) : localFileOutput(resolve(output))
+    if (!outputStore && target.display === items[0].display) throw new UsageError(`-o ${output}: the output is the input itself`)
+    return [{ input: items[0], output: target }]
+  }
+
+  if (outputStore && outputStore.isTreeUri(output) === false && !output.endsWith('/')) {
+    // An S3 key without a trailing slash names one object; a tree needs a prefix.
+    throw new UsageError(`-o ${output}: several inputs need a prefix ending in /`)
+  }
+  const outputRoot = outputStore ? output : resolve(output)
+  if (!outputStore) {
+    for (const listing of listings) {
+      if (listing.localRoot && isInside(outputRoot, listing.localRoot)) {
+        throw new UsageError(`-o ${output}: the output directory is inside the input directory ${listing.localRoot}; choose an output outside it`)
+      }
+    }
+  }
+  const planned: PlannedFile[] = []
+  const seen = new Map<string, string>()
+  for (const item of items) {
+    const rel = item.relPath + options.suffix
+    const target = outputStore ? outputStore.output(outputStore.join(outputRoot, rel)) : localFileOutput(join(outputRoot, ...rel.split('/')))
+    const previous = seen.get(target.display)
+    if (previous !== undefined) {
+      throw new UsageError(`inputs ${previous} and ${item.display} would both be written to ${target.display}`)
+    }
+    seen.set(target.display, item.display)
+    if (!outputStore && target.display === item.display) throw new UsageError(`-o ${output}: ${item.display} would be overwritten by its own output`)
+    planned.push({ input: item, output: target })
+  }
+  return planned
+}
+
+async function listInput(input: string, options: PlanOptions, stores: readonly Store[]): Promise<Listed> {
+  if (input === '-') return { items: [stdinInput()], isTree: false }
+  const store = stores.find((s) => s.matches(input))
+  if (store) return store.listInputs(input, options.recursive)
+  const path = resolve(input)
+  const info = await stat(path).catch(() => undefined)
+  if (info?.isFile()) return { items: [localFileInput(path, basename(path), info)], isTree: false }
+  if (info?.isDirectory()) {
+    if (!options.recursive) {
+      options.warn(`skipping directory ${path}: use -r to process directories`)
+      return { items: [], isTree: true }
+    }
+    return { items: await walkDirectory(path, options), isTree: true, localRoot: path }
+  }
+  if (info) throw new UsageError(`-i ${input}: not a regular file or directory`)
+  if (!GLOB_CHARS.test(input)) throw new UsageError(`-i ${input}: no such file or directory`)
+  const base = resolve(globBase(input))
+  const matches = await fg(input, { onlyFiles: true, dot: true, absolute: true, followSymbolicLinks: false, unique: true })
+  if (matches.length === 0) throw new UsageError(`-i ${input}: the pattern matches no file`)
+  const items: InputItem[] = []
+  for (const match of matches.sort()) {
+    if (basename(match).startsWith(TEMP_PREFIX)) continue
+    const fileInfo = await stat(match)
+    items.push(localFileInput(match, relative(base, match).split(sep).join('/'), fileInfo))
+  }
+  return { items, isTree: true }
+}
+
+async function walkDirectory(root: string, options: PlanOptions): Promise<InputItem[]> {
+  const realRoot = await realpath(root)
+  const entries = await fg('**/*', {
+    cwd: root,
+    dot: true,
+    onlyFiles: false,
+    followSymbolicLinks: false,
+    // fast-glob is told to treat the name literally (no escaping needed for names with glob characters).
+  })
+  entries.sort()
+  const items: InputItem[] = []
+  for (const rel of entries) {
+    const name = rel.split('/').pop()!
+    if (name.startsWith(TEMP_PREFIX)) continue
+    const full = join(root, ...rel.split('/'))
+    const linkInfo = await lstat(full).catch(() => undefined)
+    if (!linkInfo) continue
+    if (linkInfo.isSymbolicLink()) {
+      const target = await realpath(full).catch(() => undefined)
+      if (!target) {
+        options.warn(`skipping broken symlink ${full}`)
+        continue
+      }
+      if (!options.followSymlinks && !isInside(target, realRoot)) {
+        options.warn(`skipping symlink ${full}: it points outside ${root} (use --follow-symlinks to include it)`)
+        continue
+      }
+      const targetInfo = await stat(target)
+      if (!targetInfo.isFile()) continue
+      items.push(localFileInput(full, rel, targetInfo))
+    } else if (linkInfo.isFile()) {
+      items.push(localFileInput(full, rel, linkInfo))
+    }
+  }
+  return items
+}
+
+function globBase(pattern: string): string {
+  const parts = pattern.split('/')
+  const fixed: string[] = []
+  for (const part of parts) {
+    if (GLOB_CHARS.test(part)) break
+    fixed.push(part)
+  }
+  const base = fixed.join('/')
+  return base === '' ? (isAbsolute(pattern) ? '/' : '.') : base
+}
+
+export function isInside(child: string, parent: string): boolean {
+  const rel = relative(parent, child)
+  return rel === '' || (!rel.startsWith('..') && !isAbsolute(rel))
+}
+
+async function isDirectory(path: string): Promise<boolean> {
+  return (await stat(path).catch(() => undefined))?.isDirectory() ?? false
+}

@@ -1,0 +1,293 @@
+// The library entry: encryptTree/decryptTree. Plans the files, builds the keyring and materials manager
+// once, runs the engine on every file with bounded concurrency, and reports one summary. The CLI is a thin
+// layer over these two functions.
+import { availableParallelism } from 'node:os'
+import { PassThrough, Transform, type Writable } from 'node:stream'
+import { pipeline } from 'node:stream/promises'
+import pLimit from 'p-limit'
+import type { MessageHeader } from '@aws-crypto/client-node'
+import { parseAlgorithm, parseCommitmentPolicy, type CommitmentPolicyName } from './algorithms.js'
+import { sdkEngine, type ByteSource, type Engine, type ParsedHeader } from './engine.js'
+import { describeError, EnvcryptError, IntegrityError, InterruptedError, UsageError } from './errors.js'
+import type { OutputWriter } from './io.js'
+import { buildKeyring, parseWrappingKeySpec, type KmsCallCounts, type WrappingKeySpec } from './keys.js'
+import { buildMaterialsManager, type CachingSettings } from './materials.js'
+import { metadataRecord, openMetadataSink, type Mode } from './metadata.js'
+import { planFiles, type PlannedFile, type Store } from './plan.js'
+
+export const DEFAULT_FRAME_LENGTH = 4096
+
+export interface CommonTreeOptions {
+  /** Files, directories, glob patterns, `-` for stdin, or (with S3 support) `s3://` URIs. */
+  inputs: string[]
+  /** A file, a directory, `-` for stdout, or an `s3://` URI. */
+  output: string
+  recursive?: boolean
+  /** Appended to each output name when the output is a directory; default `.encrypted`/`.decrypted`. */
+  suffix?: string
+  /** `-w` groups: parsed specs, or raw `name=value` token lists as on the command line. */
+  wrappingKeys: Array<WrappingKeySpec | string[]>
+  caching?: CachingSettings
+  commitmentPolicy?: CommitmentPolicyName
+  maxEncryptedDataKeys?: number
+  /** Metadata stream target: a file path or `-`; undefined suppresses it. */
+  metadataOutput?: string
+  overwriteMetadata?: boolean
+  /** Files processed at once. */
+  jobs?: number
+  /** Leave outputs that already exist alone (counted as skipped). */
+  skipExisting?: boolean
+  /** Never replace an existing output: such files fail instead. */
+  noOverwrite?: boolean
+  /** Asked before replacing an existing output (`--interactive`); false skips the file. */
+  confirmOverwrite?: (path: string) => Promise<boolean>
+  fsync?: boolean
+  followSymlinks?: boolean
+  engine?: 'js' | 'sdk'
+  /** Extra KMS client settings (endpoint overrides in tests and benchmarks). */
+  kmsClientConfig?: Record<string, unknown>
+  /** Remote stores (S3) the planner may use. */
+  stores?: readonly Store[]
+  signal?: AbortSignal
+  warn?: (message: string) => void
+  onFile?: (event: FileEvent) => void
+  /** Called before work starts with the number of planned files and their known total size. */
+  onPlan?: (files: number, bytes: number) => void
+}
+
+export interface EncryptTreeOptions extends CommonTreeOptions {
+  /** Encryption context stored in every message. */
+  encryptionContext?: Record<string, string>
+  algorithm?: string
+  frameLength?: number
+  /** Base64-encode the output (`--encode`). */
+  encode?: boolean
+}
+
+export interface DecryptTreeOptions extends CommonTreeOptions {
+  /** Pairs that must be in each message's context; a `null` value only requires the key. */
+  requiredContext?: Record<string, string | null>
+  /** Refuse signed messages (`--decrypt-unsigned`). */
+  unsignedOnly?: boolean
+  maxLength?: number
+  /** Input is base64 (`--decode`). */
+  decode?: boolean
+  /** On stdout, withhold all output until the message is authenticated. */
+  buffer?: boolean
+}
+
+export interface FileEvent {
+  input: string
+  output: string
+  status: 'ok' | 'failed' | 'skipped'
+  bytesIn: number
+  bytesOut: number
+  error?: string
+}
+
+export interface TreeSummary {
+  files_ok: number
+  files_failed: number
+  files_skipped: number
+  bytes_in: number
+  bytes_out: number
+  seconds: number
+  failures: Array<{ input: string; error: string }>
+  kms_calls: KmsCallCounts
+  interrupted?: string
+}
+
+export const defaultJobs = () => Math.max(4, availableParallelism() * 2)
+
+const ENGINES: Record<string, Engine> = { sdk: sdkEngine }
+
+/** Register another engine implementation (the fast engine registers itself). */
+export function registerEngine(engine: Engine): void {
+  ENGINES[engine.name] = engine
+}
+
+export function encryptTree(options: EncryptTreeOptions): Promise<TreeSummary> {
+  return runTree('encrypt', options)
+}
+
+export function decryptTree(options: DecryptTreeOptions): Promise<TreeSummary> {
+  return runTree(options.unsignedOnly ? 'decrypt-unsigned' : 'decrypt', options)
+}
+
+async function runTree(mode: Mode, options: EncryptTreeOptions & DecryptTreeOptions): Promise<TreeSummary> {
+  const started = performance.now()
+  const warn = options.warn ?? ((message: string) => process.stderr.write(`envcrypt: warning: ${message}\n`))
+  const direction = mode === 'encrypt' ? 'encrypt' : 'decrypt'
+  const commitmentPolicy = parseCommitmentPolicy(options.commitmentPolicy ?? 'require-encrypt-require-decrypt')
+  const suiteId = options.algorithm ? parseAlgorithm(options.algorithm) : undefined
+  const frameLength = options.frameLength ?? DEFAULT_FRAME_LENGTH
+  if (!Number.isInteger(frameLength) || frameLength < 1 || frameLength > 2 ** 31 - 1) {
+    throw new UsageError('--frame-length must be an integer between 1 and 2147483647')
+  }
+  const engine = ENGINES[options.engine ?? defaultEngineName()]
+  if (!engine) throw new UsageError(`--engine: unknown engine "${options.engine}" (${Object.keys(ENGINES).join(', ')})`)
+  const jobs = options.jobs ?? defaultJobs()
+  if (!Number.isInteger(jobs) || jobs < 1) throw new UsageError('-j/--jobs must be a positive integer')
+
+  const specs = options.wrappingKeys.map((spec) => (Array.isArray(spec) ? parseWrappingKeySpec(spec) : spec))
+  const kmsCalls: KmsCallCounts = {}
+  const planned = await planFiles(
+    {
+      inputs: options.inputs,
+      output: options.output,
+      recursive: options.recursive ?? false,
+      suffix: options.suffix ?? (mode === 'encrypt' ? '.encrypted' : '.decrypted'),
+      bufferStdout: options.buffer,
+      followSymlinks: options.followSymlinks,
+      warn,
+    },
+    options.stores,
+  )
+  const keyringSetup = buildKeyring(specs, direction, { kmsCalls, warn, kmsClientConfig: options.kmsClientConfig })
+  const cmm = buildMaterialsManager(keyringSetup.keyring, options.caching)
+  const metadata = openMetadataSink(options.metadataOutput, options.overwriteMetadata ?? false)
+  options.onPlan?.(planned.length, planned.reduce((sum, file) => sum + (file.input.size ?? 0), 0))
+
+  const summary: TreeSummary = { files_ok: 0, files_failed: 0, files_skipped: 0, bytes_in: 0, bytes_out: 0, seconds: 0, failures: [], kms_calls: kmsCalls }
+  const limit = pLimit(jobs)
+  const inFlight = new Set<OutputWriter>()
+  const onAbort = () => {
+    for (const writer of inFlight) void writer.abort()
+  }
+  options.signal?.addEventListener('abort', onAbort, { once: true })
+
+  const processFile = async (file: PlannedFile): Promise<void> => {
+    if (options.signal?.aborted) return
+    const event: FileEvent = { input: file.input.display, output: file.output.display, status: 'ok', bytesIn: 0, bytesOut: 0 }
+    let header: MessageHeader | undefined
+    let parsed: ParsedHeader | undefined
+    let writer: OutputWriter | undefined
+    try {
+      if ((options.skipExisting || options.noOverwrite || options.confirmOverwrite) && (await file.output.exists())) {
+        if (options.noOverwrite && !options.skipExisting) throw new EnvcryptError(`output ${file.output.display} already exists (--no-overwrite)`)
+        if (options.skipExisting || !(await options.confirmOverwrite!(file.output.display))) {
+          event.status = 'skipped'
+          summary.files_skipped++
+          options.onFile?.(event)
+          return
+        }
+      }
+      let source: ByteSource = await file.input.open()
+      if (mode !== 'encrypt' && options.decode) source = base64Decode(source)
+      const outputMode = file.input.mode ?? (mode === 'encrypt' ? 0o644 & ~process.umask() : 0o600)
+      writer = await file.output.open({ mode: outputMode, fsync: options.fsync ?? false })
+      inFlight.add(writer)
+      if (options.signal?.aborted) throw new InterruptedError('SIGTERM')
+      const { stream: sinkStream, done: sinkDone } = mode === 'encrypt' && options.encode ? base64EncodeInto(writer.stream) : { stream: writer.stream, done: Promise.resolve() }
+      const result = mode === 'encrypt'
+        ? await engine.encrypt(source, sinkStream, {
+            cmm,
+            commitmentPolicy,
+            suiteId,
+            frameLength,
+            encryptionContext: options.encryptionContext ?? {},
+            plaintextLength: file.input.size,
+            maxEncryptedDataKeys: options.maxEncryptedDataKeys ?? false,
+          })
+        : await engine.decrypt(source, sinkStream, {
+            cmm,
+            commitmentPolicy,
+            signaturePolicy: mode === 'decrypt-unsigned' ? 'forbid-signed' : 'allow',
+            maxEncryptedDataKeys: options.maxEncryptedDataKeys ?? false,
+            maxBodySize: options.maxLength,
+            onHeader: (p) => {
+              parsed = p
+              checkRequiredContext(p.header.encryptionContext, options.requiredContext)
+            },
+          })
+      await sinkDone
+      header = result.header
+      await writer.commit({ noClobber: options.noOverwrite ?? false })
+      inFlight.delete(writer)
+      event.bytesIn = result.bytesIn
+      event.bytesOut = result.bytesOut
+      summary.files_ok++
+      summary.bytes_in += result.bytesIn
+      summary.bytes_out += result.bytesOut
+      metadata.write(metadataRecord({ header: result.header, headerAuth: result.headerAuth, input: file.input.display, output: file.output.display, mode }))
+    } catch (err) {
+      if (writer) {
+        inFlight.delete(writer)
+        await writer.abort()
+      }
+      const interrupted = options.signal?.aborted
+      const message = interrupted ? 'interrupted' : describeError(err)
+      event.status = 'failed'
+      event.error = message
+      if (!interrupted) {
+        summary.files_failed++
+        summary.failures.push({ input: file.input.display, error: message })
+        const knownHeader = header ?? parsed?.header
+        if (knownHeader) {
+          metadata.write(metadataRecord({ header: knownHeader, headerAuth: parsed?.headerAuth, input: file.input.display, output: file.output.display, mode, error: message }))
+        }
+      }
+    }
+    options.onFile?.(event)
+  }
+
+  try {
+    await Promise.all(planned.map((file) => limit(() => processFile(file))))
+  } finally {
+    options.signal?.removeEventListener('abort', onAbort)
+    keyringSetup.dispose()
+    await metadata.close()
+  }
+  summary.seconds = Math.round((performance.now() - started) / 10) / 100
+  if (options.signal?.aborted) summary.interrupted = String(options.signal.reason ?? 'aborted')
+  return summary
+}
+
+function defaultEngineName(): string {
+  return process.env.ENVCRYPT_ENGINE ?? ('js' in ENGINES ? 'js' : 'sdk')
+}
+
+function checkRequiredContext(context: Readonly<Record<string, string>>, required?: Record<string, string | null>): void {
+  if (!required) return
+  for (const [key, value] of Object.entries(required)) {
+    if (!(key in context)) throw new IntegrityError(`encryption context mismatch: key "${key}" is not in the message`)
+    if (value !== null && context[key] !== value) {
+      throw new IntegrityError(`encryption context mismatch: "${key}" is "${context[key]}", expected "${value}"`)
+    }
+  }
+}
+
+async function* base64Decode(source: ByteSource): AsyncGenerator<Buffer> {
+  let carry = ''
+  for await (const chunk of source) {
+    const text = carry + Buffer.from(chunk).toString('latin1').replace(/\s+/g, '')
+    const usable = text.length - (text.length % 4)
+    carry = text.slice(usable)
+    if (usable > 0) {
+      const piece = text.slice(0, usable)
+      if (!/^[A-Za-z0-9+/]*={0,2}$/.test(piece)) throw new EnvcryptError('--decode: input is not valid base64')
+      yield Buffer.from(piece, 'base64')
+    }
+  }
+  if (carry.length > 0) throw new EnvcryptError('--decode: base64 input is truncated')
+}
+
+/** A Writable that base64-encodes into `target`, ending it when ended itself. */
+function base64EncodeInto(target: Writable): { stream: Writable; done: Promise<void> } {
+  let carry = Buffer.alloc(0)
+  const encoder = new Transform({
+    transform(chunk: Buffer, _encoding, callback) {
+      const data = carry.length ? Buffer.concat([carry, chunk]) : chunk
+      const usable = data.length - (data.length % 3)
+      carry = Buffer.from(data.subarray(usable))
+      callback(null, usable ? data.subarray(0, usable).toString('base64') : undefined)
+    },
+    flush(callback) {
+      callback(null, carry.length ? carry.toString('base64') : undefined)
+    },
+  })
+  const through = new PassThrough()
+  const done = pipeline(through, encoder, target)
+  done.catch(() => undefined)
+  return { stream: through, done }
+}
