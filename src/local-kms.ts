@@ -553,9 +553,11 @@ export async function startLocalKms(options: LocalKmsOptions = {}): Promise<Loca
     },
 
     GenerateDataKey(input) {
+      const length = dataKeyLength(input)
+      const context = encryptionContextOf(input, 'EncryptionContext')
       const key = usableKey(resolveKey(requiredString(input, 'KeyId')))
-      const plaintext = randomBytes(dataKeyLength(input))
-      const blob = sealBlob(key, plaintext, encryptionContextOf(input, 'EncryptionContext'))
+      const plaintext = randomBytes(length)
+      const blob = sealBlob(key, plaintext, context)
       return {
         body: { CiphertextBlob: blob.toString('base64'), Plaintext: plaintext.toString('base64'), KeyId: keyArn(key.keyId) },
         mutated: false,
@@ -563,16 +565,20 @@ export async function startLocalKms(options: LocalKmsOptions = {}): Promise<Loca
     },
 
     GenerateDataKeyWithoutPlaintext(input) {
+      const length = dataKeyLength(input)
+      const context = encryptionContextOf(input, 'EncryptionContext')
       const key = usableKey(resolveKey(requiredString(input, 'KeyId')))
-      const blob = sealBlob(key, randomBytes(dataKeyLength(input)), encryptionContextOf(input, 'EncryptionContext'))
+      const blob = sealBlob(key, randomBytes(length), context)
       return { body: { CiphertextBlob: blob.toString('base64'), KeyId: keyArn(key.keyId) }, mutated: false }
     },
 
     Encrypt(input) {
-      const key = usableKey(resolveKey(requiredString(input, 'KeyId')))
+      // Malformed input is reported before the key's state, as the service does.
       const plaintext = requiredBlob(input, 'Plaintext', 1, 4096)
+      const context = encryptionContextOf(input, 'EncryptionContext')
       checkEncryptionAlgorithm(input, 'EncryptionAlgorithm')
-      const blob = sealBlob(key, plaintext, encryptionContextOf(input, 'EncryptionContext'))
+      const key = usableKey(resolveKey(requiredString(input, 'KeyId')))
+      const blob = sealBlob(key, plaintext, context)
       return {
         body: { CiphertextBlob: blob.toString('base64'), KeyId: keyArn(key.keyId), EncryptionAlgorithm: SYMMETRIC_DEFAULT },
         mutated: false,
