@@ -14,6 +14,7 @@ import { removeLiveTemporaries } from './io.js'
 import { parseCachingSpec } from './materials.js'
 import { canonicalJson } from './metadata.js'
 import { keygen } from './keygen.js'
+import { runLocalKms } from './local-kms.js'
 import { decryptTree, encryptTree, defaultJobs, type FileEvent, type TreeSummary } from './tree.js'
 import { VERSION } from './version.js'
 
@@ -44,6 +45,18 @@ async function main(argv: string[]): Promise<number> {
       async (argv) => {
         keygen(argv.out, argv.bytes)
         process.stderr.write(`envcrypt: wrote a ${argv.bytes}-byte AES key to ${argv.out} (mode 0600); use it with -w provider=raw-aes key=NAME material=file://${argv.out}\n`)
+      })
+    .command('local-kms', 'run a KMS-compatible endpoint on 127.0.0.1 (for tests, demos and benchmarks)', (y) =>
+      y.option('port', { type: 'number', default: 0, describe: 'port (0 picks a free one)' })
+        .option('state', { type: 'string', describe: 'keep keys in this JSON file (mode 0600) across restarts' })
+        .option('create-key', { type: 'boolean', describe: 'create a key and print its ARN' })
+        .option('latency-ms', { type: 'number', default: 0, describe: 'delay every answer, to emulate a real KMS round trip' })
+        .option('throttle-rate', { type: 'number', default: 0, describe: 'fraction of requests answered with ThrottlingException' })
+        .option('region', { type: 'string', describe: 'region in key ARNs (default us-east-1)' })
+        .example('$0 local-kms --create-key', 'prints {"endpoint": ..., "keyArn": ...}; then: AWS_ENDPOINT_URL_KMS=<endpoint> envcrypt -e ... -w key=<keyArn>'),
+      async (argv) => {
+        if (argv.throttleRate < 0 || argv.throttleRate > 1) throw new UsageError('--throttle-rate must be between 0 and 1')
+        await runLocalKms({ port: argv.port, stateFile: argv.state, createKey: argv.createKey, latencyMs: argv.latencyMs, throttleRate: argv.throttleRate, region: argv.region })
       })
     .strict()
     .help()

@@ -9,7 +9,7 @@ import type { MessageHeader } from '@aws-crypto/client-node'
 import { parseAlgorithm, parseCommitmentPolicy, type CommitmentPolicyName } from './algorithms.js'
 import { sdkEngine, type ByteSource, type Engine, type ParsedHeader } from './engine.js'
 import { describeError, EnvcryptError, IntegrityError, InterruptedError, UsageError } from './errors.js'
-import type { OutputWriter } from './io.js'
+import { lazyWriter, type OutputWriter } from './io.js'
 import { buildKeyring, parseWrappingKeySpec, type KmsCallCounts, type WrappingKeySpec } from './keys.js'
 import { buildMaterialsManager, type CachingSettings } from './materials.js'
 import { metadataRecord, openMetadataSink, type Mode } from './metadata.js'
@@ -175,7 +175,7 @@ async function runTree(mode: Mode, options: EncryptTreeOptions & DecryptTreeOpti
       let source: ByteSource = await file.input.open()
       if (mode !== 'encrypt' && options.decode) source = base64Decode(source)
       const outputMode = file.input.mode ?? (mode === 'encrypt' ? 0o644 & ~process.umask() : 0o600)
-      writer = await file.output.open({ mode: outputMode, fsync: options.fsync ?? false })
+      writer = lazyWriter(() => file.output.open({ mode: outputMode, fsync: options.fsync ?? false }))
       inFlight.add(writer)
       if (options.signal?.aborted) throw new InterruptedError('SIGTERM')
       const { stream: sinkStream, done: sinkDone } = mode === 'encrypt' && options.encode ? base64EncodeInto(writer.stream) : { stream: writer.stream, done: Promise.resolve() }
