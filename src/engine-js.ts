@@ -537,10 +537,13 @@ export async function decryptWithMaterials(
         let plaintext: Buffer | undefined
         let plaintextLength = 0
         let finalSeen = false
-        let needed = reader.available + 1
+        let needed: number
         for (;;) {
           const frame = decodeAt(reader.position)
-          if (!frame) break
+          if (!frame) {
+            needed = reader.available + 1
+            break
+          }
           checkBodySize(frame.contentLength)
           if (frame.sequenceNumber !== expectedSequenceNumber) {
             throw new IntegrityError(`frames out of order: expected frame ${expectedSequenceNumber}, found ${frame.sequenceNumber}`)
@@ -574,7 +577,7 @@ export async function decryptWithMaterials(
         if (reader.position > batchStart) verify?.update(reader.buffer.subarray(batchStart, reader.position))
         if (plaintextLength > 0) await write(plaintext!.subarray(0, plaintextLength))
         if (finalSeen) return
-        if (!(await reader.ensure(needed))) throw truncated()
+        if (!(await reader.ensure(needed!))) throw truncated()
       }
     }
 
