@@ -119,9 +119,7 @@ export async function resolveEncryptionMaterials(options: EncryptMessageOptions)
   const maxEncryptedDataKeys = options.maxEncryptedDataKeys ?? false
   needs(CommitmentPolicy[commitmentPolicy], 'Invalid commitment policy.')
   needs(maxEncryptedDataKeys === false || maxEncryptedDataKeys >= 1, 'Invalid maxEncryptedDataKeys value.')
-  if (!(Number.isInteger(frameLength) && frameLength > 0 && frameLength <= Maximum.FRAME_SIZE)) {
-    throw new EnvcryptError(`frame length ${frameLength} out of bounds (1 to ${Maximum.FRAME_SIZE})`)
-  }
+  checkFrameLength(frameLength)
   if (plaintextLength !== undefined && !(plaintextLength >= 0 && plaintextLength <= Maximum.BYTES_PER_MESSAGE)) {
     throw new EnvcryptError(`plaintext length ${plaintextLength} out of bounds`)
   }
@@ -145,6 +143,12 @@ export async function resolveEncryptionMaterials(options: EncryptMessageOptions)
     throw err
   }
   return material
+}
+
+function checkFrameLength(frameLength: number): void {
+  if (!(Number.isInteger(frameLength) && frameLength > 0 && frameLength <= Maximum.FRAME_SIZE)) {
+    throw new EnvcryptError(`frame length ${frameLength} out of bounds (1 to ${Maximum.FRAME_SIZE})`)
+  }
 }
 
 function checkEncryptSuite(commitmentPolicy: CommitmentPolicy, suite: NodeAlgorithmSuite): void {
@@ -223,6 +227,7 @@ export async function encryptWithMaterials(
 ): Promise<MessageResult> {
   const helper = getEncryptHelper(material)
   try {
+    checkFrameLength(options.frameLength)
     const { suite, encryptionContext, encryptedDataKeys } = material
     const { frameLength, plaintextLength } = options
     const messageId = randomBytes(suite.messageFormat === MessageFormat.V1 ? MessageIdLength.V1 : MessageIdLength.V2)
@@ -316,6 +321,9 @@ export function checkDecryptHeader(parsed: ParsedHeader, options: Pick<DecryptMe
   const { header } = parsed
   const suite = new NodeAlgorithmSuite(header.suiteId)
   checkDecryptSuite(suite, options, header)
+  if (header.contentType !== ContentType.FRAMED_DATA && header.contentType !== ContentType.NO_FRAMING) {
+    throw new IntegrityError(`malformed message header: unknown content type ${header.contentType}`)
+  }
   if (options.maxBodySize && header.contentType === ContentType.FRAMED_DATA && header.frameLength > options.maxBodySize) {
     throw new EnvcryptError(`frame length ${header.frameLength} exceeds the maximum body size ${options.maxBodySize} (--max-length)`)
   }

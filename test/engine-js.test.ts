@@ -12,6 +12,8 @@ import {
   CommitmentPolicy,
   CommitmentPolicySuites,
   MultiKeyringNode,
+  NodeCachingMaterialsManager,
+  getLocalCryptographicMaterialsCache,
   NodeAlgorithmSuite,
   NodeDefaultCryptographicMaterialsManager,
   RawAesKeyringNode,
@@ -494,6 +496,25 @@ describe('jsEngine refusals', () => {
     await rejectedDecrypt(ciphertext, { maxEncryptedDataKeys: 1 })
     const { plaintext } = await jsDecrypt(ciphertext, { maxEncryptedDataKeys: 2 })
     expect(plaintext.toString()).toBe('x')
+  })
+
+  it('plaintextLength: works with the caching materials manager, refuses more plaintext than declared', async () => {
+    const caching = new NodeCachingMaterialsManager({ backingMaterials: cmmFor(), cache: getLocalCryptographicMaterialsCache(10), maxAge: 60_000, maxMessagesEncrypted: 10 })
+    const plaintext = randomBytes(700_000)
+    const headers = []
+    for (let i = 0; i < 2; i++) {
+      const { ciphertext, result } = await jsEncrypt(plaintext, { cmm: caching, plaintextLength: plaintext.length, sizes: [65536, 5000] })
+      headers.push(result.header)
+      const viaSdk = await buildClient(REQUIRE_ENCRYPT_REQUIRE_DECRYPT).decrypt(cmmFor(), ciphertext)
+      expect(Buffer.from(viaSdk.plaintext).equals(plaintext)).toBe(true)
+    }
+    // Same cached data key: same encrypted data key in both headers.
+    expect(Buffer.from(headers[0].encryptedDataKeys[0].encryptedDataKey)).toEqual(Buffer.from(headers[1].encryptedDataKeys[0].encryptedDataKey))
+    const sink = new Sink()
+    await expect(
+      jsEngine.encrypt(pieces(plaintext), sink, { cmm: cmmFor(), commitmentPolicy: REQUIRE_ENCRYPT_REQUIRE_DECRYPT, frameLength: 4096, encryptionContext: {}, plaintextLength: 1000 }),
+    ).rejects.toThrow(/declared length/)
+    expect(sink.writableEnded).toBe(false)
   })
 
   it('a wrong key is refused without ending the output', async () => {
