@@ -7,6 +7,7 @@ import { pipeline } from 'node:stream/promises'
 import pLimit from 'p-limit'
 import type { MessageHeader } from '@aws-crypto/client-node'
 import { parseAlgorithm, parseCommitmentPolicy, type CommitmentPolicyName } from './algorithms.js'
+import { jsEngine } from './engine-js.js'
 import { sdkEngine, type ByteSource, type Engine, type ParsedHeader } from './engine.js'
 import { describeError, EnvcryptError, IntegrityError, InterruptedError, UsageError } from './errors.js'
 import { lazyWriter, type OutputWriter } from './io.js'
@@ -99,7 +100,7 @@ export interface TreeSummary {
 
 export const defaultJobs = () => Math.max(4, availableParallelism() * 2)
 
-const ENGINES: Record<string, Engine> = { sdk: sdkEngine }
+const ENGINES: Record<string, Engine> = { js: jsEngine, sdk: sdkEngine }
 
 /** Register another engine implementation (the fast engine registers itself). */
 export function registerEngine(engine: Engine): void {
@@ -244,7 +245,7 @@ async function runTree(mode: Mode, options: EncryptTreeOptions & DecryptTreeOpti
 }
 
 function defaultEngineName(): string {
-  return process.env.ENVCRYPT_ENGINE ?? ('js' in ENGINES ? 'js' : 'sdk')
+  return process.env.ENVCRYPT_ENGINE ?? 'js'
 }
 
 function checkRequiredContext(context: Readonly<Record<string, string>>, required?: Record<string, string | null>): void {
