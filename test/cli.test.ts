@@ -201,7 +201,7 @@ describe('failures do not stop the batch', () => {
   })
 })
 
-describe('interoperability with aws-encryption-cli (../shared/vectors)', () => {
+describe('interoperability with aws-encryption-cli (fixtures/vectors, copied from ../shared/vectors)', () => {
   const spec = ['-w', 'provider=raw-aes', 'key=key1', 'namespace=envcrypt-test', `material=file://${join(VECTORS, 'key.bin')}`]
   const plaintexts = join(VECTORS, 'plaintext')
 
