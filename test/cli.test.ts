@@ -333,6 +333,18 @@ describe('flags', () => {
     expect(readFileSync(join(dir, 'enc', 'a.txt.encrypted'), 'utf8')).toBe('already there')
   })
 
+  it('--interactive asks before replacing an existing output: n keeps it, y replaces it', async () => {
+    const { dir, key, input } = setup({ 'a.txt': 'a' })
+    mkdirSync(join(dir, 'enc'))
+    writeFileSync(join(dir, 'enc', 'a.txt.encrypted'), 'keep?')
+    const no = await runCli(['-e', '-r', '-i', input, '-o', join(dir, 'enc'), ...key.spec, '-S', '--interactive'], { input: 'n\n' })
+    expect(no.stderr).toMatch(/overwrite .*a\.txt\.encrypted\? \[y\/N\]/)
+    expect(readFileSync(join(dir, 'enc', 'a.txt.encrypted'), 'utf8')).toBe('keep?')
+    const yes = await runCli(['-e', '-r', '-i', input, '-o', join(dir, 'enc'), ...key.spec, '-S', '--interactive'], { input: 'y\n' })
+    expect(yes.code).toBe(0)
+    expect(readFileSync(join(dir, 'enc', 'a.txt.encrypted'), 'utf8')).not.toBe('keep?')
+  })
+
   it('@argfile: shlex lines, # comments, $VAR and ~ expanded', async () => {
     const { dir, key, input } = setup({ 'a.txt': 'argfile' })
     writeFileSync(join(dir, 'args'), [
