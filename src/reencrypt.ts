@@ -42,6 +42,8 @@ function decryptIntoEncrypt({ engine, kmsCalls, warn }: MessageStageSetup, optio
     async run(input: ByteSource, output, encryptOptions) {
       // Bounded: the decryptor waits (backpressure) while the encryptor catches up.
       const plaintext = new PassThrough({ highWaterMark: 1024 * 1024 })
+      // Its errors reach the caller through the decrypt and encrypt promises; without a listener they would crash.
+      plaintext.on('error', () => undefined)
       let headerRead!: (header: MessageHeader) => void
       const oldHeader = new Promise<MessageHeader>((resolve) => (headerRead = resolve))
       const decrypting = engine.decrypt(input, plaintext, {
