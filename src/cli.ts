@@ -4,7 +4,7 @@
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true'
 
 import { createInterface } from 'node:readline/promises'
-import { writeFileSync } from 'node:fs'
+import { readFileSync, writeFileSync } from 'node:fs'
 import yargs, { type Argv } from 'yargs'
 import { hideBin } from 'yargs/helpers'
 import { ALGORITHM_NAMES, COMMITMENT_POLICIES, type CommitmentPolicyName } from './algorithms.js'
@@ -14,8 +14,11 @@ import { removeLiveTemporaries } from './io.js'
 import { parseCachingSpec } from './materials.js'
 import { canonicalJson } from './metadata.js'
 import { keygen } from './keygen.js'
+import { runLocalKms } from './local-kms.js'
 import { decryptTree, encryptTree, defaultJobs, type FileEvent, type TreeSummary } from './tree.js'
 import { VERSION } from './version.js'
+import { parseManifest, parseShard } from './shard.js'
+import { mergeSummaries, readSummaryFile } from './summary.js'
 
 const EXAMPLES: Array<[string, string]> = [
   ['$0 keygen --out key.bin', 'make a 32-byte raw AES key file (mode 0600)'],
@@ -44,6 +47,24 @@ async function main(argv: string[]): Promise<number> {
       async (argv) => {
         keygen(argv.out, argv.bytes)
         process.stderr.write(`envcrypt: wrote a ${argv.bytes}-byte AES key to ${argv.out} (mode 0600); use it with -w provider=raw-aes key=NAME material=file://${argv.out}\n`)
+      })
+    .command('local-kms', 'run a KMS-compatible endpoint on 127.0.0.1 (for tests, demos and benchmarks)', (y) =>
+      y.option('port', { type: 'number', default: 0, describe: 'port (0 picks a free one)' })
+        .option('state', { type: 'string', describe: 'keep keys in this JSON file (mode 0600) across restarts' })
+        .option('create-key', { type: 'boolean', describe: 'create a key and print its ARN' })
+        .option('latency-ms', { type: 'number', default: 0, describe: 'delay every answer, to emulate a real KMS round trip' })
+        .option('throttle-rate', { type: 'number', default: 0, describe: 'fraction of requests answered with ThrottlingException' })
+        .option('region', { type: 'string', describe: 'region in key ARNs (default us-east-1)' })
+        .example('$0 local-kms --create-key', 'prints {"endpoint": ..., "keyArn": ...}; then: AWS_ENDPOINT_URL_KMS=<endpoint> envcrypt -e ... -w key=<keyArn>'),
+      async (argv) => {
+        if (argv.throttleRate < 0 || argv.throttleRate > 1) throw new UsageError('--throttle-rate must be between 0 and 1')
+        await runLocalKms({ port: argv.port, stateFile: argv.state, createKey: argv.createKey, latencyMs: argv.latencyMs, throttleRate: argv.throttleRate, region: argv.region })
+      })
+    .command('merge-summaries <files..>', 'merge the --summary files of several workers into one', (y) =>
+      y.positional('files', { type: 'string', array: true, describe: 'summary files' })
+        .example('$0 merge-summaries summary-*.json > summary.json', 'sum counts, bytes and KMS calls of all shards'),
+      (argv) => {
+        process.stdout.write(canonicalJson(mergeSummaries((argv.files as string[]).map(readSummaryFile))) + '\n')
       })
     .strict()
     .help()
@@ -90,6 +111,10 @@ function mainOptions(y: Argv) {
     .option('fsync', { type: 'boolean', describe: 'flush each output and its directory to disk around the rename' })
     .option('summary', { type: 'string', describe: 'write a JSON run summary to FILE or - (stdout)' })
     .option('follow-symlinks', { type: 'boolean', describe: 'follow symlinks that point outside the input directory' })
+    .option('shard', { type: 'string', describe: 'process only shard I of N (I/N), or `env`: index from JOB_COMPLETION_INDEX / AWS_BATCH_JOB_ARRAY_INDEX (see docs/SCALE.md)' })
+    .option('shard-index-env', { type: 'string', describe: 'read the shard index from this environment variable' })
+    .option('shard-count', { type: 'number', describe: 'number of shards, with --shard env or --shard-index-env' })
+    .option('manifest', { type: 'string', describe: 'work list instead of listing: one relative path per line, or an S3 Inventory CSV' })
     .option('engine', { type: 'string', choices: ['js', 'sdk'], describe: 'message engine: js (fast, default) or sdk (the SDK streams, reference)' })
     // S3 (s3://bucket/prefix inputs and outputs)
     .option('sync', { type: 'boolean', describe: 'S3 output: skip files whose object records the same source size and mtime (as aws s3 sync)' })
@@ -140,6 +165,10 @@ interface MainArgs {
   storageClass?: string
   s3Endpoint?: string
   s3ForcePathStyle?: boolean
+  shard?: string
+  shardIndexEnv?: string
+  shardCount?: number
+  manifest?: string
 }
 
 async function runMain(args: MainArgs): Promise<number> {
@@ -207,6 +236,8 @@ async function runMain(args: MainArgs): Promise<number> {
     fsync: args.fsync,
     followSymlinks: args.followSymlinks,
     engine: args.engine,
+    shard: parseShard(args),
+    manifest: args.manifest !== undefined ? parseManifest(await readManifest(args.manifest), args.manifest) : undefined,
     signal: controller.signal,
     warn,
     onFile,
@@ -265,6 +296,20 @@ async function s3Stores(args: MainArgs, encrypting: boolean) {
       objectFormat: encrypting ? (args.encode ? 'aws-encryption-sdk-message-base64' : 'aws-encryption-sdk-message') : 'plaintext',
     }),
   ]
+}
+
+async function readManifest(source: string): Promise<string> {
+  try {
+    return source === '-' ? await readStdinText() : readFileSync(source, 'utf8')
+  } catch (err) {
+    throw new UsageError(`--manifest ${source}: cannot read it (${(err as NodeJS.ErrnoException).code ?? 'error'})`)
+  }
+}
+
+async function readStdinText(): Promise<string> {
+  const chunks: Buffer[] = []
+  for await (const chunk of process.stdin) chunks.push(chunk as Buffer)
+  return Buffer.concat(chunks).toString('utf8')
 }
 
 function describeSummary(summary: TreeSummary, verb: string): string {

@@ -31,11 +31,11 @@ const SDK_MESSAGE_HINTS: Array<[RegExp, string]> = [
   [/Unsupported state or unable to authenticate data|unable to authenticate/i, 'authentication failed: the message was altered or the key is wrong'],
   [/Invalid Signature/i, 'signature verification failed: the message was altered'],
   [/Commitment does not match/i, 'key commitment check failed: the message was altered or the key is wrong'],
-  [/Unable to decrypt data key/i, 'no wrapping key could decrypt the data key (wrong key, or key not allowed)'],
+  [/Unable to decrypt data key|unencryptedDataKey has not been set/i, 'no wrapping key could decrypt the data key (wrong key, or key not allowed)'],
   [/maxEncryptedDataKeys/i, 'message has more encrypted data keys than --max-encrypted-data-keys allows'],
   [/maxBodySize/i, 'frame length exceeds --max-length'],
   [/Unsupported algorithm suite|Unsupported suite|Algorithm suite/i, 'unsupported or unknown algorithm suite'],
-  [/Malformed Header|Unsupported version|Unsupported type/i, 'not an AWS Encryption SDK message (malformed header)'],
+  [/Malformed Header|Unsupported version|Unsupported type|Not a supported message format version/i, 'not an AWS Encryption SDK message (malformed header)'],
   [/commitment policy/i, 'message refused by the commitment policy (see --commitment-policy)'],
   [/signature policy|signed/i, 'message is signed; --decrypt-unsigned refuses signed messages'],
 ]

@@ -184,3 +184,40 @@ export function stdoutOutput(options: { buffer: boolean }): OutputTarget {
 function writeStdout(chunk: Buffer): Promise<void> {
   return new Promise((resolve, reject) => process.stdout.write(chunk, (err) => (err ? reject(err) : resolve())))
 }
+
+/** Opens the real output only when the first byte (or the end) arrives, so a message refused at its
+ *  header (wrong key, context mismatch, not a message) leaves nothing at all behind: no file, no directory,
+ *  no upload started. */
+export function lazyWriter(open: () => Promise<OutputWriter>): OutputWriter {
+  let opening: Promise<OutputWriter> | undefined
+  const ensure = () =>
+    (opening ??= open().then((writer) => {
+      writer.stream.on('error', (err) => stream.destroy(err))
+      return writer
+    }))
+  const stream: Writable = new Writable({
+    highWaterMark: READ_CHUNK,
+    write(chunk, _encoding, callback) {
+      ensure().then((writer) => {
+        if (writer.stream.write(chunk)) callback()
+        else writer.stream.once('drain', () => callback())
+      }, callback)
+    },
+    final(callback) {
+      ensure().then((writer) => writer.stream.end(() => callback()), callback)
+    },
+  })
+  return {
+    stream,
+    async commit(options) {
+      if (!opening) throw new EnvcryptError('internal: output committed before it was written')
+      await finished(stream)
+      return (await opening).commit(options)
+    },
+    async abort() {
+      stream.destroy()
+      const writer = await opening?.catch(() => undefined)
+      await writer?.abort()
+    },
+  }
+}

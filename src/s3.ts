@@ -109,6 +109,16 @@ export function s3Store(options: S3StoreOptions = {}): Store {
     join: (base, relPath) => (base.endsWith('/') ? base : base + '/') + relPath,
     output: (uri) => s3Output(parseS3Uri(uri), context),
     listInputs: (uri, recursive) => listInputs(uri, recursive, context),
+    inputAt: (base, relPath, size) => {
+      checkRelativePath(relPath, base + relPath)
+      const location = parseS3Uri((base.endsWith('/') ? base : base + '/') + relPath)
+      return s3Input(location, relPath, size, undefined, context)
+    },
+    readText: async (uri) => {
+      const chunks: Buffer[] = []
+      for await (const chunk of await readObject(parseS3Uri(uri), context)) chunks.push(Buffer.from(chunk))
+      return Buffer.concat(chunks).toString('utf8')
+    },
   }
 }
 

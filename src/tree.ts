@@ -7,12 +7,14 @@ import { pipeline } from 'node:stream/promises'
 import pLimit from 'p-limit'
 import type { MessageHeader } from '@aws-crypto/client-node'
 import { parseAlgorithm, parseCommitmentPolicy, type CommitmentPolicyName } from './algorithms.js'
+import { jsEngine } from './engine-js.js'
 import { sdkEngine, type ByteSource, type Engine, type ParsedHeader } from './engine.js'
 import { describeError, EnvcryptError, IntegrityError, InterruptedError, UsageError } from './errors.js'
-import type { OutputWriter } from './io.js'
+import { lazyWriter, type OutputWriter } from './io.js'
 import { buildKeyring, parseWrappingKeySpec, type KmsCallCounts, type WrappingKeySpec } from './keys.js'
 import { buildMaterialsManager, type CachingSettings } from './materials.js'
 import { metadataRecord, openMetadataSink, type Mode } from './metadata.js'
+import type { ManifestEntry, Shard } from './shard.js'
 import { planFiles, type PlannedFile, type Store } from './plan.js'
 
 export const DEFAULT_FRAME_LENGTH = 4096
@@ -48,6 +50,10 @@ export interface CommonTreeOptions {
   engine?: 'js' | 'sdk'
   /** Extra KMS client settings (endpoint overrides in tests and benchmarks). */
   kmsClientConfig?: Record<string, unknown>
+  /** Process only this shard of the inputs (`--shard I/N`). */
+  shard?: Shard
+  /** Work list replacing the listing of the single input root (`--manifest`). */
+  manifest?: ManifestEntry[]
   /** Remote stores (S3) the planner may use. */
   stores?: readonly Store[]
   signal?: AbortSignal
@@ -101,7 +107,7 @@ export interface TreeSummary {
 
 export const defaultJobs = () => Math.max(4, availableParallelism() * 2)
 
-const ENGINES: Record<string, Engine> = { sdk: sdkEngine }
+const ENGINES: Record<string, Engine> = { js: jsEngine, sdk: sdkEngine }
 
 /** Register another engine implementation (the fast engine registers itself). */
 export function registerEngine(engine: Engine): void {
@@ -141,6 +147,8 @@ async function runTree(mode: Mode, options: EncryptTreeOptions & DecryptTreeOpti
       suffix: options.suffix ?? (mode === 'encrypt' ? '.encrypted' : '.decrypted'),
       bufferStdout: options.buffer,
       followSymlinks: options.followSymlinks,
+      shard: options.shard,
+      manifest: options.manifest,
       warn,
     },
     options.stores,
@@ -183,7 +191,7 @@ async function runTree(mode: Mode, options: EncryptTreeOptions & DecryptTreeOpti
       let source: ByteSource = await file.input.open()
       if (mode !== 'encrypt' && options.decode) source = base64Decode(source)
       const outputMode = file.input.mode ?? (mode === 'encrypt' ? 0o644 & ~process.umask() : 0o600)
-      writer = await file.output.open({ mode: outputMode, fsync: options.fsync ?? false, source: { size: file.input.size, mtimeMs: file.input.mtimeMs } })
+      writer = lazyWriter(() => file.output.open({ mode: outputMode, fsync: options.fsync ?? false, source: { size: file.input.size, mtimeMs: file.input.mtimeMs } }))
       inFlight.add(writer)
       if (options.signal?.aborted) throw new InterruptedError('SIGTERM')
       const { stream: sinkStream, done: sinkDone } = mode === 'encrypt' && options.encode ? base64EncodeInto(writer.stream) : { stream: writer.stream, done: Promise.resolve() }
@@ -252,7 +260,7 @@ async function runTree(mode: Mode, options: EncryptTreeOptions & DecryptTreeOpti
 }
 
 function defaultEngineName(): string {
-  return process.env.ENVCRYPT_ENGINE ?? ('js' in ENGINES ? 'js' : 'sdk')
+  return process.env.ENVCRYPT_ENGINE ?? 'js'
 }
 
 function checkRequiredContext(context: Readonly<Record<string, string>>, required?: Record<string, string | null>): void {

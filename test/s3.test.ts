@@ -196,14 +196,14 @@ describe('S3 through the CLI', () => {
     const back = join(work, 'single-back.bin')
     const decrypted = await runCli(['-d', '-i', `s3://${BUCKET}/single/exact-name`, '-o', back, ...wrap, '-S'])
     expect(decrypted.code, decrypted.stderr).toBe(0)
-    expect(await readFile(back)).toEqual(content)
+    expect((await readFile(back)).equals(content)).toBe(true)
 
     const piped = await runCli(['-e', '-i', '-', '-o', `s3://${BUCKET}/single/from-stdin`, ...wrap, '-S'], { stdin: content })
     expect(piped.code, piped.stderr).toBe(0)
     expect((await headObject('single/from-stdin'))?.Metadata?.['envcrypt-source-size']).toBeUndefined()
     const out = await runCli(['-d', '-i', `s3://${BUCKET}/single/from-stdin`, '-o', '-', ...wrap, '-S'])
     expect(out.code, out.stderr).toBe(0)
-    expect(out.stdout).toEqual(content)
+    expect(out.stdout.equals(content)).toBe(true)
 
     const missing = await runCli(['-d', '-i', `s3://${BUCKET}/single/no-such-key`, '-o', '-', ...wrap, '-S'])
     expect(missing.code).toBe(1)
@@ -330,9 +330,7 @@ describe('S3 through the CLI', () => {
     await writeFile(plain, content)
     const upload = async (key: string, flags: string[]) => {
       const since = proxy.requests.length
-      const t0 = Date.now()
       const result = await runCli(['-e', '-i', plain, '-o', `s3://${BUCKET}/sse/${key}`, '--algorithm', UNSIGNED, ...flags, ...wrap, '-S'])
-      console.log('DEBUG', key, Date.now() - t0, result.stderr, proxy.requests.slice(since).map((r) => r.method + ' ' + r.url))
       expect(result.code, result.stderr).toBe(0)
       return requestsFor(`sse/${key}`, since)
     }
@@ -362,7 +360,6 @@ describe('S3 through the CLI', () => {
 
     const since = proxy.requests.length
     const back = await runCli(['-d', '-i', `s3://${BUCKET}/sse/ssec`, '-o', '-', '--sse-c-key', `fileb://${customerKeyFile}`, ...wrap, '-S'])
-    console.log('DEBUG back', back.code, back.stderr, back.stdout.length)
     expect(back.code, back.stderr).toBe(0)
     expect(back.stdout.equals(content)).toBe(true)
     const reads = requestsFor('sse/ssec', since)
@@ -378,7 +375,6 @@ describe('S3 through the CLI', () => {
       [['--storage-class', 'COLD'], '--storage-class must be one of'],
     ] as Array<[string[], string]>) {
       const refused = await runCli(['-e', '-i', plain, '-o', `s3://${BUCKET}/sse/refused`, ...flags, ...wrap, '-S'])
-      console.log('DEBUG refused', flags, refused.code, refused.stderr)
       expect(refused.code, flags.join(' ')).toBe(2)
       expect(refused.stderr).toContain(message)
     }

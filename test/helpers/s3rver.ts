@@ -39,7 +39,9 @@ export async function startS3rver(buckets: string[]): Promise<S3rverHandle> {
       if (child.exitCode === null) {
         const exited = new Promise((resolve) => child.once('exit', resolve))
         child.kill('SIGTERM')
+        const killLater = setTimeout(() => child.kill('SIGKILL'), 5000)
         await exited
+        clearTimeout(killLater)
       }
       await rm(directory, { recursive: true, force: true })
     },
