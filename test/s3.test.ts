@@ -55,6 +55,8 @@ function runCli(args: string[], options: { stdin?: Buffer; env?: Record<string, 
     child.stdout!.on('data', (chunk: Buffer) => stdout.push(chunk))
     child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk))
     child.on('error', reject)
+    // The CLI may exit before reading all of its input (refusals, signals).
+    child.stdin!.on('error', () => undefined)
     child.on('close', (code, signal) => resolve({ code, signal, stdout: Buffer.concat(stdout), stderr }))
     if (options.onSpawn) options.onSpawn(child)
     else child.stdin!.end(options.stdin)
@@ -204,6 +206,10 @@ describe('S3 through the CLI', () => {
     const out = await runCli(['-d', '-i', `s3://${BUCKET}/single/from-stdin`, '-o', '-', ...wrap, '-S'])
     expect(out.code, out.stderr).toBe(0)
     expect(out.stdout.equals(content)).toBe(true)
+
+    const onto = await runCli(['-e', '-i', `s3://${BUCKET}/single/exact-name`, '-o', `s3://${BUCKET}/single/exact-name`, ...wrap, '-S'])
+    expect(onto.code).toBe(2)
+    expect(onto.stderr).toContain('the output is the input itself')
 
     const missing = await runCli(['-d', '-i', `s3://${BUCKET}/single/no-such-key`, '-o', '-', ...wrap, '-S'])
     expect(missing.code).toBe(1)
