@@ -17,7 +17,8 @@ import { keygen } from './keygen.js'
 import { runLocalKms } from './local-kms.js'
 import { decryptTree, encryptTree, defaultJobs, type FileEvent, type TreeSummary } from './tree.js'
 import { VERSION } from './version.js'
-import { parseManifest, parseShard } from './shard.js'
+import { parseManifest, parseShard, relativeToInput, type ManifestEntry } from './shard.js'
+import type { Store } from './plan.js'
 import { mergeSummaries, readSummaryFile } from './summary.js'
 import { inspectCommand, reportCommand } from './cli-tools.js'
 import { describePlan } from './dry-run.js'
@@ -267,7 +268,7 @@ async function runMain(args: MainArgs): Promise<number> {
     followSymlinks: args.followSymlinks,
     engine: args.engine,
     shard: parseShard(args),
-    manifest: args.manifest !== undefined ? parseManifest(await readManifest(args.manifest), args.manifest) : undefined,
+    manifest: args.manifest !== undefined ? await loadManifest(args.manifest, args.input, stores, warn) : undefined,
     signal: controller.signal,
     warn,
     onFile,
@@ -326,7 +327,7 @@ async function s3Stores(args: MainArgs, encrypting: boolean) {
   const isS3 = (uri: string) => uri.startsWith('s3://')
   const outputIsS3 = isS3(args.output!)
   if (args.sync && !outputIsS3) throw new UsageError('--sync needs an s3:// output')
-  if (!outputIsS3 && !args.input!.some(isS3)) {
+  if (!outputIsS3 && !args.input!.some(isS3) && !args.manifest?.startsWith('s3://')) {
     const used = S3_FLAGS.find((flag) => args[flag] !== undefined)
     if (used) throw new UsageError(`--${used.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase())} applies only with an s3:// input or output`)
     return []
@@ -343,6 +344,14 @@ async function s3Stores(args: MainArgs, encrypting: boolean) {
       objectFormat: encrypting ? (args.encode ? 'aws-encryption-sdk-message-base64' : 'aws-encryption-sdk-message') : 'plaintext',
     }),
   ]
+}
+
+async function loadManifest(source: string, inputs: string[], stores: Store[], warn: (message: string) => void): Promise<ManifestEntry[]> {
+  const store = stores.find((s) => s.matches(source))
+  const text = store?.readText ? await store.readText(source) : await readManifest(source)
+  const { entries, outside } = relativeToInput(parseManifest(text, source), inputs[0])
+  if (outside > 0) warn(`--manifest ${source}: ${outside} inventory row(s) outside ${inputs[0]} ignored`)
+  return entries
 }
 
 async function readManifest(source: string): Promise<string> {

@@ -163,3 +163,28 @@ function parseCsvLine(line: string): string[] | undefined {
   }
   return fields
 }
+
+/**
+ * S3 Inventory rows name full keys in a bucket; the work list is relative to the `-i` prefix. Keep the rows of
+ * that bucket under that prefix, made relative; report how many were outside it. Plain lines are unchanged.
+ */
+export function relativeToInput(entries: ManifestEntry[], input: string): { entries: ManifestEntry[]; outside: number } {
+  const match = /^s3:\/\/([^/]+)\/?(.*)$/.exec(input)
+  const kept: ManifestEntry[] = []
+  let outside = 0
+  for (const entry of entries) {
+    if (entry.bucket === undefined) {
+      kept.push(entry)
+      continue
+    }
+    if (!match) throw new UsageError(`--manifest: an S3 Inventory report needs an s3:// input, not ${input}`)
+    const [, bucket, prefix] = match
+    const dirPrefix = prefix === '' || prefix.endsWith('/') ? prefix : `${prefix}/`
+    if (entry.bucket !== bucket || !entry.path.startsWith(dirPrefix) || entry.path.length === dirPrefix.length) {
+      outside++
+      continue
+    }
+    kept.push({ ...entry, path: entry.path.slice(dirPrefix.length) })
+  }
+  return { entries: kept, outside }
+}
