@@ -9,7 +9,7 @@ import yargs, { type Argv } from 'yargs'
 import { hideBin } from 'yargs/helpers'
 import { ALGORITHM_NAMES, COMMITMENT_POLICIES, type CommitmentPolicyName } from './algorithms.js'
 import { expandArgfiles, groupRepeatedFlags, parseContextPairs, splitGroup } from './args.js'
-import { describeError, UsageError } from './errors.js'
+import { describeError, printable, UsageError } from './errors.js'
 import { removeLiveTemporaries } from './io.js'
 import { parseCachingSpec } from './materials.js'
 import { canonicalJson } from './metadata.js'
@@ -165,7 +165,7 @@ async function runMain(args: MainArgs): Promise<number> {
   const context = parseContextPairs(contextTokens, !encrypting)
   const verbosity = args.quiet ? -1 : args.verbose
   const warn = (message: string) => {
-    if (verbosity >= 0) process.stderr.write(`envcrypt: warning: ${message}\n`)
+    if (verbosity >= 0) process.stderr.write(`envcrypt: warning: ${printable(message)}\n`)
   }
   const controller = new AbortController()
   const onSignal = (signal: NodeJS.Signals) => {
@@ -181,8 +181,8 @@ async function runMain(args: MainArgs): Promise<number> {
   process.on('SIGTERM', onSignal)
 
   const onFile = (event: FileEvent) => {
-    if (event.status === 'failed' && event.error !== 'interrupted') process.stderr.write(`envcrypt: error: ${event.input}: ${event.error}\n`)
-    else if (verbosity >= 1) process.stderr.write(`envcrypt: ${event.status}: ${event.input} -> ${event.output}\n`)
+    if (event.status === 'failed' && event.error !== 'interrupted') process.stderr.write(`envcrypt: error: ${printable(event.input)}: ${event.error}\n`)
+    else if (verbosity >= 1) process.stderr.write(`envcrypt: ${event.status}: ${printable(event.input)} -> ${printable(event.output)}\n`)
   }
   const common = {
     inputs: args.input,
