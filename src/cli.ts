@@ -278,6 +278,8 @@ function confirmOverwrite(path: string): Promise<boolean> {
 main(hideBin(process.argv)).then(
   (code) => {
     process.exitCode = code
+    // Interrupted: whatever is still pending (a KMS retry, an open stdin) must not keep the process alive.
+    if (code === 130 || code === 143) process.exit(code)
   },
   (err) => {
     removeLiveTemporaries()

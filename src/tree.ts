@@ -152,8 +152,11 @@ async function runTree(mode: Mode, options: EncryptTreeOptions & DecryptTreeOpti
   const summary: TreeSummary = { files_ok: 0, files_failed: 0, files_skipped: 0, bytes_in: 0, bytes_out: 0, seconds: 0, failures: [], kms_calls: kmsCalls }
   const limit = pLimit(jobs)
   const inFlight = new Set<OutputWriter>()
+  const openSources = new Set<ByteSource>()
   const onAbort = () => {
     for (const writer of inFlight) void writer.abort()
+    // An input that blocks (stdin, a slow pipe) must not hold the run: closing it ends the engine's read.
+    for (const source of openSources) (source as { destroy?: () => void }).destroy?.()
   }
   options.signal?.addEventListener('abort', onAbort, { once: true })
 
@@ -163,6 +166,7 @@ async function runTree(mode: Mode, options: EncryptTreeOptions & DecryptTreeOpti
     let header: MessageHeader | undefined
     let parsed: ParsedHeader | undefined
     let writer: OutputWriter | undefined
+    let opened: ByteSource | undefined
     try {
       if ((options.skipExisting || options.noOverwrite || options.confirmOverwrite) && (await file.output.exists())) {
         if (options.noOverwrite && !options.skipExisting) throw new EnvcryptError(`output ${file.output.display} already exists (--no-overwrite)`)
@@ -173,15 +177,17 @@ async function runTree(mode: Mode, options: EncryptTreeOptions & DecryptTreeOpti
           return
         }
       }
-      let source: ByteSource = await file.input.open()
+      opened = await file.input.open()
+      openSources.add(opened)
+      let source = opened
       if (mode !== 'encrypt' && options.decode) source = base64Decode(source)
       const outputMode = file.input.mode ?? (mode === 'encrypt' ? 0o644 & ~process.umask() : 0o600)
       writer = lazyWriter(() => file.output.open({ mode: outputMode, fsync: options.fsync ?? false }))
       inFlight.add(writer)
       if (options.signal?.aborted) throw new InterruptedError('SIGTERM')
       const { stream: sinkStream, done: sinkDone } = mode === 'encrypt' && options.encode ? base64EncodeInto(writer.stream) : { stream: writer.stream, done: Promise.resolve() }
-      const result = mode === 'encrypt'
-        ? await engine.encrypt(source, sinkStream, {
+      const result = await untilAborted(options.signal, mode === 'encrypt'
+        ? engine.encrypt(source, sinkStream, {
             cmm,
             commitmentPolicy,
             suiteId,
@@ -190,7 +196,7 @@ async function runTree(mode: Mode, options: EncryptTreeOptions & DecryptTreeOpti
             plaintextLength: file.input.size,
             maxEncryptedDataKeys: options.maxEncryptedDataKeys ?? false,
           })
-        : await engine.decrypt(source, sinkStream, {
+        : engine.decrypt(source, sinkStream, {
             cmm,
             commitmentPolicy,
             signaturePolicy: mode === 'decrypt-unsigned' ? 'forbid-signed' : 'allow',
@@ -200,7 +206,7 @@ async function runTree(mode: Mode, options: EncryptTreeOptions & DecryptTreeOpti
               parsed = p
               checkRequiredContext(p.header.encryptionContext, options.requiredContext)
             },
-          })
+          }))
       await sinkDone
       header = result.header
       await writer.commit({ noClobber: options.noOverwrite ?? false })
@@ -228,6 +234,8 @@ async function runTree(mode: Mode, options: EncryptTreeOptions & DecryptTreeOpti
           metadata.write(metadataRecord({ header: knownHeader, headerAuth: parsed?.headerAuth, input: file.input.display, output: file.output.display, mode, error: message }))
         }
       }
+    } finally {
+      if (opened) openSources.delete(opened)
     }
     options.onFile?.(event)
   }
@@ -242,6 +250,20 @@ async function runTree(mode: Mode, options: EncryptTreeOptions & DecryptTreeOpti
   summary.seconds = Math.round((performance.now() - started) / 10) / 100
   if (options.signal?.aborted) summary.interrupted = String(options.signal.reason ?? 'aborted')
   return summary
+}
+
+/** `work`, or an InterruptedError as soon as `signal` aborts (a file waiting on KMS retries must not hold
+ *  an interrupted run; whatever `work` does later goes to an aborted writer and is discarded). */
+function untilAborted<T>(signal: AbortSignal | undefined, work: Promise<T>): Promise<T> {
+  if (!signal) return work
+  work.catch(() => undefined)
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(new InterruptedError(String(signal.reason ?? 'SIGTERM') as NodeJS.Signals))
+    if (signal.aborted) return onAbort()
+    signal.addEventListener('abort', onAbort, { once: true })
+    const settle = () => signal.removeEventListener('abort', onAbort)
+    work.then((value) => (settle(), resolve(value)), (err) => (settle(), reject(err)))
+  })
 }
 
 function defaultEngineName(): string {
