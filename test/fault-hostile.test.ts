@@ -118,8 +118,8 @@ describe('hostile messages are refused from the header', () => {
     expect(unlimited.result.code).toBe(1)
     expect(unlimited.result.stderr).toMatch(/<stdin>: not an AWS Encryption SDK message \(no valid header in the first 16 MiB\)/)
     expect(unlimited.fed).toBeLessThan(24 * 1024 * 1024)
-    // Node and the AWS SDK alone take ~85 MB; the bounded header buffer adds well under 200 MB.
-    if (unlimited.peakRss > 0) expect(unlimited.peakRss).toBeLessThan(300 * 1024 * 1024)
+    // Node and the AWS SDK alone take ~85 MB; the bounded header buffer adds about 40 MB (measured 125-130 MB peak).
+    if (unlimited.peakRss > 0) expect(unlimited.peakRss).toBeLessThan(200 * 1024 * 1024)
     expect(existsSync(join(dir, 'out'))).toBe(false)
   })
 
