@@ -9,7 +9,7 @@ import yargs, { type Argv } from 'yargs'
 import { hideBin } from 'yargs/helpers'
 import { ALGORITHM_NAMES, COMMITMENT_POLICIES, type CommitmentPolicyName } from './algorithms.js'
 import { expandArgfiles, groupRepeatedFlags, parseContextPairs, splitGroup } from './args.js'
-import { describeError, UsageError } from './errors.js'
+import { describeError, printable, UsageError } from './errors.js'
 import { removeLiveTemporaries } from './io.js'
 import { parseCachingSpec } from './materials.js'
 import { canonicalJson } from './metadata.js'
@@ -226,7 +226,7 @@ async function runMain(args: MainArgs): Promise<number> {
   const onTerminal = Boolean(process.stderr.isTTY) && verbosity >= 0 && !args.dryRun
   const progress = onTerminal ? createProgress() : silentProgress
   const warn = (message: string) => {
-    if (verbosity >= 0) progress.log(`envcrypt: warning: ${message}`)
+    if (verbosity >= 0) progress.log(`envcrypt: warning: ${printable(message)}`)
   }
   const controller = new AbortController()
   const onSignal = (signal: NodeJS.Signals) => {
@@ -243,8 +243,8 @@ async function runMain(args: MainArgs): Promise<number> {
 
   const onFile = (event: FileEvent) => {
     progress.onFile(event)
-    if (event.status === 'failed' && event.error !== 'interrupted') progress.log(`envcrypt: error: ${event.input}: ${event.error}`)
-    else if (verbosity >= 1) progress.log(`envcrypt: ${event.status}: ${event.input} -> ${event.output}`)
+    if (event.status === 'failed' && event.error !== 'interrupted') progress.log(`envcrypt: error: ${printable(event.input)}: ${event.error}`)
+    else if (verbosity >= 1) progress.log(`envcrypt: ${event.status}: ${printable(event.input)} -> ${printable(event.output)}`)
   }
   const stores = await s3Stores(args, encrypting)
   const common = {
@@ -423,6 +423,8 @@ function usageHint(message: string): string {
 main(hideBin(process.argv)).then(
   (code) => {
     process.exitCode = code
+    // Interrupted: whatever is still pending (a KMS retry, an open stdin) must not keep the process alive.
+    if (code === 130 || code === 143) process.exit(code)
   },
   (err) => {
     removeLiveTemporaries()

@@ -126,18 +126,27 @@ export async function readHeader(
   iterator: AsyncIterator<Uint8Array>,
   maxEncryptedDataKeys: number | false,
 ): Promise<{ parsed: ParsedHeader; buffered: Buffer }> {
-  let buffered = Buffer.alloc(0)
+  // A hostile header can claim up to MAX_HEADER_BYTES; re-parsing (and re-copying) everything on every chunk
+  // would cost quadratic time and memory, so the parse is retried only each time the bytes read have doubled.
+  let buffered: Buffer = Buffer.alloc(0)
+  const pending: Buffer[] = []
+  let total = 0
+  let nextAttempt = 1
   for (;;) {
-    if (buffered.length > 0) {
+    const next = await iterator.next()
+    if (!next.done) {
+      pending.push(Buffer.from(next.value))
+      total += next.value.byteLength
+    }
+    if (total > 0 && (next.done || total >= nextAttempt || total > MAX_HEADER_BYTES)) {
+      buffered = pending.length === 1 && buffered.length === 0 ? pending[0] : Buffer.concat([buffered, ...pending], total)
+      pending.length = 0
       const parsed = parseHeader(buffered, maxEncryptedDataKeys)
       if (parsed) return { parsed, buffered }
+      nextAttempt = Math.min(total * 2, MAX_HEADER_BYTES)
     }
-    if (buffered.length > MAX_HEADER_BYTES) throw new EnvcryptError('not an AWS Encryption SDK message (no valid header in the first 16 MiB)')
-    const next = await iterator.next()
-    if (next.done) {
-      throw new EnvcryptError(buffered.length === 0 ? 'empty input: not an AWS Encryption SDK message' : 'truncated or invalid message header')
-    }
-    buffered = buffered.length === 0 ? Buffer.from(next.value) : Buffer.concat([buffered, next.value])
+    if (next.done) throw new EnvcryptError(total === 0 ? 'empty input: not an AWS Encryption SDK message' : 'truncated or invalid message header')
+    if (total > MAX_HEADER_BYTES) throw new EnvcryptError('not an AWS Encryption SDK message (no valid header in the first 16 MiB)')
   }
 }
 

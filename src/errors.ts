@@ -35,7 +35,7 @@ const SDK_MESSAGE_HINTS: Array<[RegExp, string]> = [
   [/maxEncryptedDataKeys/i, 'message has more encrypted data keys than --max-encrypted-data-keys allows'],
   [/maxBodySize/i, 'frame length exceeds --max-length'],
   [/Unsupported algorithm suite|Unsupported suite|Algorithm suite/i, 'unsupported or unknown algorithm suite'],
-  [/Malformed Header|Unsupported version|Unsupported type|Not a supported message format version/i, 'not an AWS Encryption SDK message (malformed header)'],
+  [/Malformed Header|Unsupported version|Unsupported type|supported message format version/i, 'not an AWS Encryption SDK message (malformed header)'],
   [/commitment policy/i, 'message refused by the commitment policy (see --commitment-policy)'],
   [/signature policy|signed/i, 'message is signed; --decrypt-unsigned refuses signed messages'],
 ]
@@ -60,4 +60,10 @@ export function describeError(err: unknown): string {
 
 function oneLine(text: string): string {
   return text.replace(/\s*\n\s*/g, ' ').trim()
+}
+
+/** A file name safe to print on one line: control characters (a newline in a name could forge a log line)
+ *  are shown as JSON-style escapes. */
+export function printable(text: string): string {
+  return text.replace(/[\u0000-\u001f\u007f]/g, (c) => JSON.stringify(c).slice(1, -1).replace(/^\\u00/, '\\x'))
 }

@@ -2,9 +2,10 @@
 // runner never cares where bytes come from or go. Sinks are atomic: nothing appears at the final name
 // until `commit()`, and `abort()` leaves nothing behind.
 import { createReadStream, createWriteStream, unlinkSync } from 'node:fs'
-import { mkdir, open, rename, link, unlink, chmod, stat } from 'node:fs/promises'
+import { mkdir, open, rename, link, unlink, chmod, stat, readdir } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
-import { randomBytes } from 'node:crypto'
+import { createHash, randomBytes } from 'node:crypto'
+import { hostname } from 'node:os'
 import { PassThrough, Writable } from 'node:stream'
 import { finished } from 'node:stream/promises'
 import type { ByteSource } from './engine.js'
@@ -43,6 +44,39 @@ export interface OutputTarget {
 /** Temporary outputs start with this; the planner never takes them as input. */
 export const TEMP_PREFIX = '.envcrypt-tmp-'
 export const READ_CHUNK = 1024 * 1024
+
+// Temporary names carry the host and process that own them: `.envcrypt-tmp-HOST-PID-RANDOM`. A temporary left
+// by a process that died (SIGKILL, power loss) on this host is removed the next time envcrypt writes into its
+// directory; those of live processes, and of other hosts sharing the directory, are never touched.
+const HOST_TAG = createHash('sha256').update(hostname()).digest('hex').slice(0, 8)
+const OWNED_TEMPORARY = new RegExp(`^${TEMP_PREFIX.replace(/[.-]/g, '\\$&')}${HOST_TAG}-(\\d+)-[0-9a-f]{16}$`)
+const sweptDirectories = new Map<string, Promise<void>>()
+
+function processIsAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM'
+  }
+}
+
+/** Remove temporaries that dead processes of this host left in `dir` (once per directory per run). */
+export function removeStaleTemporaries(dir: string): Promise<void> {
+  let sweep = sweptDirectories.get(dir)
+  if (!sweep) {
+    sweep = (async () => {
+      for (const name of await readdir(dir).catch(() => [] as string[])) {
+        const owner = OWNED_TEMPORARY.exec(name)
+        if (owner && Number(owner[1]) !== process.pid && !processIsAlive(Number(owner[1]))) {
+          await unlink(join(dir, name)).catch(() => undefined)
+        }
+      }
+    })()
+    sweptDirectories.set(dir, sweep)
+  }
+  return sweep
+}
 
 // Temporaries in flight, so a signal handler can remove them synchronously before exiting.
 const liveTemporaries = new Set<string>()
@@ -89,7 +123,8 @@ export function localFileOutput(path: string): OutputTarget {
     open: async ({ mode, fsync }) => {
       const dir = dirname(path)
       await mkdir(dir, { recursive: true })
-      const temporary = join(dir, `${TEMP_PREFIX}${randomBytes(8).toString('hex')}`)
+      await removeStaleTemporaries(dir)
+      const temporary = join(dir, `${TEMP_PREFIX}${HOST_TAG}-${process.pid}-${randomBytes(8).toString('hex')}`)
       // 0600 while being written: the content may be plaintext and is not yet authenticated.
       const stream = createWriteStream(temporary, { flags: 'wx', mode: 0o600, highWaterMark: READ_CHUNK, flush: fsync } as any)
       await new Promise<void>((resolve, reject) => {

@@ -29,7 +29,9 @@ export interface LocalKmsOptions {
   latencyMs?: number
   /** Fraction (0..1) of requests answered with HTTP 400 ThrottlingException. */
   throttleRate?: number
-  /** Seed for the throttling decisions, so a run is reproducible (default 1). */
+  /** Fraction (0..1) of requests answered with HTTP 500 KMSInternalException (a transient server fault). */
+  serverErrorRate?: number
+  /** Seed for the throttling and server-error decisions, so a run is reproducible (default 1). */
   throttleSeed?: number
   /** One line per request and lifecycle event; never receives plaintext or key material. */
   log?: (line: string) => void
@@ -45,7 +47,7 @@ export interface LocalKms {
   setKeyEnabled(keyArn: string, enabled: boolean): void
   /**
    * Requests answered per operation (including those answered with an error), plus
-   * `Throttled`: requests refused by the throttling fault injection (not counted under their operation).
+   * `Throttled`/`ServerError`: requests refused by fault injection (not counted under their operation).
    */
   counts(): Record<string, number>
   resetCounts(): void
@@ -316,6 +318,8 @@ export async function startLocalKms(options: LocalKmsOptions = {}): Promise<Loca
   const throttleRate = options.throttleRate ?? 0
   if (!(latencyMs >= 0)) throw new Error(`latencyMs must be >= 0, got ${latencyMs}`)
   if (!(throttleRate >= 0 && throttleRate <= 1)) throw new Error(`throttleRate must be within 0..1, got ${throttleRate}`)
+  const serverErrorRate = options.serverErrorRate ?? 0
+  if (!(serverErrorRate >= 0 && serverErrorRate <= 1)) throw new Error(`serverErrorRate must be within 0..1, got ${serverErrorRate}`)
 
   const keys = new Map<string, KeyRecord>()
   const aliases = new Map<string, AliasRecord>()
@@ -358,9 +362,9 @@ export async function startLocalKms(options: LocalKmsOptions = {}): Promise<Loca
   const countCall = (name: string): void => {
     callCounts[name] = (callCounts[name] ?? 0) + 1
   }
-  const shouldThrottle = ((random) => () => throttleRate > 0 && random() < throttleRate)(
-    seededRandom(options.throttleSeed ?? 1),
-  )
+  const faultRandom = seededRandom(options.throttleSeed ?? 1)
+  const shouldThrottle = () => throttleRate > 0 && faultRandom() < throttleRate
+  const shouldFail = () => serverErrorRate > 0 && faultRandom() < serverErrorRate
 
   // Writes are chained so an older snapshot can never be renamed over a newer one.
   let persistChain: Promise<void> = Promise.resolve()
@@ -728,6 +732,10 @@ export async function startLocalKms(options: LocalKmsOptions = {}): Promise<Loca
       if (shouldThrottle()) {
         countCall('Throttled')
         throw new KmsError('ThrottlingException', 'Rate exceeded')
+      }
+      if (shouldFail()) {
+        countCall('ServerError')
+        throw new KmsError('KMSInternalException', 'The request was rejected because an internal exception occurred.', 500)
       }
       const parsed = parseRequest(request, body)
       operation = parsed.operation

@@ -1,7 +1,7 @@
 // File planning: turns `-i`/`-o`/`-r`/`--suffix` into a list of (input, output) pairs before anything is
 // written, so that every refusal (collisions, output inside input, missing files) happens up front.
 import { lstat, realpath, stat } from 'node:fs/promises'
-import { basename, isAbsolute, join, relative, resolve, sep } from 'node:path'
+import { basename, dirname, isAbsolute, join, relative, resolve, sep } from 'node:path'
 import fg from 'fast-glob'
 import { EnvcryptError, UsageError } from './errors.js'
 import { shardOf, type ManifestEntry, type Shard } from './shard.js'
@@ -76,7 +76,7 @@ export async function planFiles(options: PlanOptions, stores: readonly Store[] =
   if (!treeOutput) {
     if (items.length !== 1) throw new UsageError(`-o ${output}: several inputs need an output directory`)
     const target = outputStore ? outputStore.output(output) : localFileOutput(resolve(output))
-    if (target.display === items[0].display) throw new UsageError(`-o ${output}: the output is the input itself`)
+    if (outputStore ? target.display === items[0].display : await sameEntry(target.display, items[0].display)) throw new UsageError(`-o ${output}: the output is the input itself`)
     return [{ input: items[0], output: target }]
   }
 
@@ -86,8 +86,10 @@ export async function planFiles(options: PlanOptions, stores: readonly Store[] =
   }
   const outputRoot = outputStore ? output : resolve(output)
   if (!outputStore) {
+    // Compare real paths: an output reached through a symlink into the input tree is still inside it.
+    const realOutputRoot = await realpathOfExisting(outputRoot)
     for (const listing of listings) {
-      if (listing.localRoot && isInside(outputRoot, listing.localRoot)) {
+      if (listing.localRoot && (isInside(outputRoot, listing.localRoot) || isInside(realOutputRoot, await realpathOfExisting(listing.localRoot)))) {
         throw new UsageError(`-o ${output}: the output directory is inside the input directory ${listing.localRoot}; choose an output outside it`)
       }
     }
@@ -102,7 +104,7 @@ export async function planFiles(options: PlanOptions, stores: readonly Store[] =
       throw new UsageError(`inputs ${previous} and ${item.display} would both be written to ${target.display}`)
     }
     seen.set(target.display, item.display)
-    if (target.display === item.display) throw new UsageError(`-o ${output}: ${item.display} would be overwritten by its own output`)
+    if (outputStore ? target.display === item.display : await sameEntry(target.display, item.display)) throw new UsageError(`-o ${output}: ${item.display} would be overwritten by its own output`)
     planned.push({ input: item, output: target })
   }
   return planned
@@ -221,4 +223,20 @@ export function isInside(child: string, parent: string): boolean {
 
 async function isDirectory(path: string): Promise<boolean> {
   return (await stat(path).catch(() => undefined))?.isDirectory() ?? false
+}
+
+/** The real path of `path`, resolving symlinks in its longest existing prefix (the rest may not exist yet). */
+async function realpathOfExisting(path: string): Promise<string> {
+  const real = await realpath(path).catch(() => undefined)
+  if (real !== undefined) return real
+  const parent = dirname(path)
+  return parent === path ? path : join(await realpathOfExisting(parent), basename(path))
+}
+
+/** Whether two local paths name the same directory entry (symlinked directories resolved, not the final name:
+ *  renaming over a symlink replaces the link, never its target). */
+async function sameEntry(a: string, b: string): Promise<boolean> {
+  if (a === b) return true
+  const entry = async (path: string) => join(await realpathOfExisting(dirname(path)), basename(path))
+  return (await entry(a)) === (await entry(b))
 }

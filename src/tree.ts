@@ -182,8 +182,11 @@ async function runTree(mode: Mode, options: EncryptTreeOptions & DecryptTreeOpti
   const summary: TreeSummary = { files_ok: 0, files_failed: 0, files_skipped: 0, bytes_in: 0, bytes_out: 0, seconds: 0, failures: [], kms_calls: kmsCalls }
   const limit = pLimit(jobs)
   const inFlight = new Set<OutputWriter>()
+  const openSources = new Set<ByteSource>()
   const onAbort = () => {
     for (const writer of inFlight) void writer.abort()
+    // An input that blocks (stdin, a slow pipe) must not hold the run: closing it ends the engine's read.
+    for (const source of openSources) (source as { destroy?: () => void }).destroy?.()
   }
   options.signal?.addEventListener('abort', onAbort, { once: true })
 
@@ -193,6 +196,7 @@ async function runTree(mode: Mode, options: EncryptTreeOptions & DecryptTreeOpti
     let header: MessageHeader | undefined
     let parsed: ParsedHeader | undefined
     let writer: OutputWriter | undefined
+    let opened: ByteSource | undefined
     try {
       if (options.sync && (await file.output.isUpToDate?.(file.input))) {
         event.status = 'skipped'
@@ -209,7 +213,9 @@ async function runTree(mode: Mode, options: EncryptTreeOptions & DecryptTreeOpti
           return
         }
       }
-      let source: ByteSource = await file.input.open()
+      opened = await file.input.open()
+      openSources.add(opened)
+      let source = opened
       if (mode !== 'encrypt' && options.decode) source = base64Decode(source)
       const outputMode = file.input.mode ?? (mode === 'encrypt' ? 0o644 & ~process.umask() : 0o600)
       writer = lazyWriter(() => file.output.open({ mode: outputMode, fsync: options.fsync ?? false, source: { size: file.input.size, mtimeMs: file.input.mtimeMs } }))
@@ -225,11 +231,11 @@ async function runTree(mode: Mode, options: EncryptTreeOptions & DecryptTreeOpti
         plaintextLength: file.input.size,
         maxEncryptedDataKeys: options.maxEncryptedDataKeys ?? false,
       }
-      const result = stage
-        ? await stage.run(source, sinkStream, encryptOptions)
+      const result = await untilAborted(options.signal, stage
+        ? stage.run(source, sinkStream, encryptOptions)
         : mode === 'encrypt'
-        ? await engine.encrypt(source, sinkStream, encryptOptions)
-        : await engine.decrypt(source, sinkStream, {
+        ? engine.encrypt(source, sinkStream, encryptOptions)
+        : engine.decrypt(source, sinkStream, {
             cmm,
             commitmentPolicy,
             signaturePolicy: mode === 'decrypt-unsigned' ? 'forbid-signed' : 'allow',
@@ -239,7 +245,7 @@ async function runTree(mode: Mode, options: EncryptTreeOptions & DecryptTreeOpti
               parsed = p
               checkRequiredContext(p.header.encryptionContext, options.requiredContext)
             },
-          })
+          }))
       await sinkDone
       header = result.header
       await writer.commit({ noClobber: options.noOverwrite ?? false })
@@ -267,6 +273,8 @@ async function runTree(mode: Mode, options: EncryptTreeOptions & DecryptTreeOpti
           metadata.write(metadataRecord({ header: knownHeader, headerAuth: parsed?.headerAuth, input: file.input.display, output: file.output.display, mode, error: message }))
         }
       }
+    } finally {
+      if (opened) openSources.delete(opened)
     }
     options.onFile?.(event)
   }
@@ -282,6 +290,20 @@ async function runTree(mode: Mode, options: EncryptTreeOptions & DecryptTreeOpti
   summary.seconds = Math.round((performance.now() - started) / 10) / 100
   if (options.signal?.aborted) summary.interrupted = String(options.signal.reason ?? 'aborted')
   return summary
+}
+
+/** `work`, or an InterruptedError as soon as `signal` aborts (a file waiting on KMS retries must not hold
+ *  an interrupted run; whatever `work` does later goes to an aborted writer and is discarded). */
+function untilAborted<T>(signal: AbortSignal | undefined, work: Promise<T>): Promise<T> {
+  if (!signal) return work
+  work.catch(() => undefined)
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(new InterruptedError(String(signal.reason ?? 'SIGTERM') as NodeJS.Signals))
+    if (signal.aborted) return onAbort()
+    signal.addEventListener('abort', onAbort, { once: true })
+    const settle = () => signal.removeEventListener('abort', onAbort)
+    work.then((value) => (settle(), resolve(value)), (err) => (settle(), reject(err)))
+  })
 }
 
 function defaultEngineName(): string {
