@@ -189,41 +189,44 @@ async function pumpThrough(
   sdkStream: NodeJS.ReadWriteStream & { on(event: string, fn: (...args: any[]) => void): unknown },
   input: ByteSource,
   output: Writable,
-  beforeFirstWrite?: Promise<void>,
 ): Promise<number> {
+  // On any failure we stop feeding and reading and leave the SDK's streams paused, never destroyed: destroying
+  // them (which leaving a for-await loop does) makes their inner pipeline throw "Premature close" where no
+  // listener reaches it, and the process dies.
   let streamError: Error | undefined
-  sdkStream.on('error', (err: Error) => {
+  let stopReading: () => void = () => undefined
+  let stopFeeding: () => void = () => undefined
+  const feederStopped = new Promise<void>((resolve) => (stopFeeding = resolve))
+  const fail = (err: Error) => {
     streamError ??= err
-  })
+    stopFeeding()
+    stopReading()
+  }
+  sdkStream.on('error', fail)
   const feeding = (async () => {
     try {
       for await (const chunk of input) {
         if (streamError) return
-        if (!sdkStream.write(chunk)) await new Promise<void>((resolve) => {
-          const done = () => { sdkStream.removeListener('drain', done); sdkStream.removeListener('error', done); resolve() }
-          sdkStream.on('drain', done)
-          sdkStream.on('error', done)
-        })
+        if (!sdkStream.write(chunk)) {
+          await Promise.race([new Promise<void>((resolve) => sdkStream.once('drain', resolve)), feederStopped])
+        }
       }
       if (!streamError) sdkStream.end()
     } catch (err) {
-      streamError ??= err as Error
-      ;(sdkStream as any).destroy?.(err)
+      fail(err as Error)
     }
   })()
   let bytesOut = 0
-  try {
-    for await (const chunk of sdkStream as unknown as AsyncIterable<Buffer>) {
-      if (beforeFirstWrite) {
-        await beforeFirstWrite
-        beforeFirstWrite = undefined
-      }
+  await new Promise<void>((resolve) => {
+    stopReading = resolve
+    const stream = sdkStream as unknown as NodeJS.ReadableStream
+    stream.on('data', (chunk: Buffer) => {
+      stream.pause()
       bytesOut += chunk.length
-      await writeTo(output, chunk)
-    }
-  } catch (err) {
-    streamError ??= err as Error
-  }
+      new Promise<void>((resolve) => resolve(writeTo(output, chunk))).then(() => stream.resume(), fail)
+    })
+    stream.once('end', () => resolve())
+  })
   await feeding
   if (streamError) throw streamError
   return bytesOut

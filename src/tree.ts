@@ -1,6 +1,7 @@
 // The library entry: encryptTree/decryptTree. Plans the files, builds the keyring and materials manager
 // once, runs the engine on every file with bounded concurrency, and reports one summary. The CLI is a thin
 // layer over these two functions.
+import { setMaxListeners } from 'node:events'
 import { availableParallelism } from 'node:os'
 import { PassThrough, Transform, type Writable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
@@ -188,6 +189,8 @@ async function runTree(mode: Mode, options: EncryptTreeOptions & DecryptTreeOpti
     // An input that blocks (stdin, a slow pipe) must not hold the run: closing it ends the engine's read.
     for (const source of openSources) (source as { destroy?: () => void }).destroy?.()
   }
+  // One abort listener per file in flight (untilAborted) plus this one: more than EventTarget's default 10.
+  if (options.signal) setMaxListeners(jobs + 8, options.signal)
   options.signal?.addEventListener('abort', onAbort, { once: true })
 
   const processFile = async (file: PlannedFile): Promise<void> => {
