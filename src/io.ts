@@ -20,6 +20,8 @@ export interface InputItem {
   mode?: number
   mtimeMs?: number
   open(): Promise<ByteSource>
+  /** Deletes the input (`migrate --delete-source`); absent where that is not possible. */
+  remove?(): Promise<void>
 }
 
 export interface OutputWriter {
@@ -35,6 +37,8 @@ export interface OutputTarget {
   /** Whether a complete output already exists at the final name (for --skip-existing / --no-overwrite). */
   exists(): Promise<boolean>
   open(options: { mode: number; fsync: boolean }): Promise<OutputWriter>
+  /** Reads a committed output back (`migrate --delete-source` verifies it first). */
+  read?(): Promise<ByteSource>
 }
 
 /** Temporary outputs start with this; the planner never takes them as input. */
@@ -65,6 +69,7 @@ export function localFileInput(path: string, relPath: string, info: { size: numb
     mode: info.mode & 0o777,
     mtimeMs: info.mtimeMs,
     open: async () => createReadStream(path, { highWaterMark: READ_CHUNK }),
+    remove: () => unlink(path),
   }
 }
 
@@ -83,6 +88,7 @@ export function localFileOutput(path: string): OutputTarget {
         return false
       }
     },
+    read: async () => createReadStream(path, { highWaterMark: READ_CHUNK }),
     open: async ({ mode, fsync }) => {
       const dir = dirname(path)
       await mkdir(dir, { recursive: true })
