@@ -237,7 +237,7 @@ async function* decryptCbc(body: AsyncIterable<Buffer>, key: Buffer, iv: Buffer,
 }
 
 function notScheme(scheme: LegacyScheme, cause: string): EnvcryptError {
-  return new EnvcryptError(`not a ${scheme} file: ${cause}`)
+  return new EnvcryptError(`not in the ${scheme} format: ${cause}`)
 }
 
 /** Reads exact byte counts from the front of a source, then hands over the rest as a stream. */
