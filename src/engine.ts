@@ -181,6 +181,7 @@ async function pumpThrough(
   input: ByteSource,
   output: Writable,
   beforeFirstWrite?: Promise<void>,
+  endOnInputError = false,
 ): Promise<number> {
   let streamError: Error | undefined
   sdkStream.on('error', (err: Error) => {
@@ -199,7 +200,10 @@ async function pumpThrough(
       if (!streamError) sdkStream.end()
     } catch (err) {
       streamError ??= err as Error
-      ;(sdkStream as any).destroy?.(err)
+      // Destroying the SDK's encrypt stream makes its internal pipeline (no callback) throw "Premature close"
+      // out of the process; ending it finishes a message that is discarded, since we reject below.
+      if (endOnInputError) sdkStream.end()
+      else (sdkStream as any).destroy?.(err)
     }
   })()
   let bytesOut = 0
@@ -244,7 +248,7 @@ export const sdkEngine: Engine = {
     stream.once('MessageHeader', (h: MessageHeader) => (header = h))
     const counter = { bytes: 0 }
     // Pieces that never cross a frame boundary avoid an SDK 5.0.2 bug with plaintextLength (FACTS.md).
-    const bytesOut = await pumpThrough(stream as any, countingSource(rechunk(input, options.frameLength), counter), output)
+    const bytesOut = await pumpThrough(stream as any, countingSource(rechunk(input, options.frameLength), counter), output, undefined, true)
     if (!header) throw new EnvcryptError('encryption produced no header')
     await endOutput(output)
     return { header, bytesIn: counter.bytes, bytesOut }

@@ -100,7 +100,9 @@ function originals(): Map<string, Buffer> {
   return files
 }
 
-/** Any file under `root` that holds a whole plaintext, or starts with the first 64 bytes of a large one. */
+const MIN_SPILL_LENGTH = 8
+
+/** Any file under `root` that holds a whole plaintext (of 8 bytes or more), or starts with the first 64 bytes of a large one. */
 function plaintextSpills(root: string, plain: Map<string, Buffer>): string[] {
   const found: string[] = []
   for (const rel of listFiles(root)) {
@@ -111,7 +113,8 @@ function plaintextSpills(root: string, plain: Map<string, Buffer>): string[] {
       continue // a temporary renamed or removed meanwhile
     }
     for (const original of plain.values()) {
-      if (original.length === 0) continue
+      // Very short plaintexts can equal a legacy ciphertext by chance (1 in 256 for a 1-byte CTR file).
+      if (original.length < MIN_SPILL_LENGTH) continue
       if (bytes.equals(original) || (original.length >= 64 && bytes.length >= 64 && bytes.subarray(0, 64).equals(original.subarray(0, 64)))) found.push(rel)
     }
   }
@@ -174,8 +177,8 @@ describe('round trips: migrate, then envcrypt -d gives the original bytes', () =
     // Sources stay unless --delete-source.
     expect(listFiles(join(dir, 'legacy'))).toHaveLength(plain.size)
     await decryptAndCompare(dir, plain, 'cloudonaut-v1')
-    // The spill detector does see plaintext where there is some (all but the empty file).
-    expect(plaintextSpills(join(dir, 'restored'), plain)).toHaveLength(plain.size - 1)
+    // The spill detector does see plaintext where there is some.
+    expect(plaintextSpills(join(dir, 'restored'), plain)).toHaveLength([...plain.values()].filter((p) => p.length >= MIN_SPILL_LENGTH).length)
   })
 
   it('openssl-kms with one --data-key-file (base64 text, as the AWS CLI prints it): one KMS Decrypt for the whole set', async () => {
