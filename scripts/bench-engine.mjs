@@ -20,7 +20,7 @@ const READ_CHUNK = 64 * 1024 // what fs.createReadStream hands out
 
 let key
 try {
-  key = new Uint8Array(readFileSync('/work/shared/vectors/python-cli/key.bin'))
+  key = new Uint8Array(readFileSync(new URL('../fixtures/vectors/python-cli/key.bin', import.meta.url)))
 } catch {
   key = new Uint8Array(randomBytes(32))
 }

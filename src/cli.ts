@@ -4,7 +4,7 @@
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true'
 
 import { createInterface } from 'node:readline/promises'
-import { writeFileSync } from 'node:fs'
+import { readFileSync, writeFileSync } from 'node:fs'
 import yargs, { type Argv } from 'yargs'
 import { hideBin } from 'yargs/helpers'
 import { ALGORITHM_NAMES, COMMITMENT_POLICIES, type CommitmentPolicyName } from './algorithms.js'
@@ -18,6 +18,8 @@ import { runLocalKms } from './local-kms.js'
 import { MIGRATE_DESCRIPTION, migrateOptions, runMigrate, type MigrateArgs } from './migrate-cli.js'
 import { decryptTree, encryptTree, defaultJobs, type FileEvent, type TreeSummary } from './tree.js'
 import { VERSION } from './version.js'
+import { parseManifest, parseShard } from './shard.js'
+import { mergeSummaries, readSummaryFile } from './summary.js'
 
 const EXAMPLES: Array<[string, string]> = [
   ['$0 keygen --out key.bin', 'make a 32-byte raw AES key file (mode 0600)'],
@@ -62,6 +64,12 @@ async function main(argv: string[]): Promise<number> {
     .command('migrate', MIGRATE_DESCRIPTION, (y) => migrateOptions(y), async (argv) => {
       exitCode = await runMigrate(argv as unknown as MigrateArgs)
     })
+    .command('merge-summaries <files..>', 'merge the --summary files of several workers into one', (y) =>
+      y.positional('files', { type: 'string', array: true, describe: 'summary files' })
+        .example('$0 merge-summaries summary-*.json > summary.json', 'sum counts, bytes and KMS calls of all shards'),
+      (argv) => {
+        process.stdout.write(canonicalJson(mergeSummaries((argv.files as string[]).map(readSummaryFile))) + '\n')
+      })
     .strict()
     .help()
     .alias('h', 'help')
@@ -107,6 +115,10 @@ function mainOptions(y: Argv) {
     .option('fsync', { type: 'boolean', describe: 'flush each output and its directory to disk around the rename' })
     .option('summary', { type: 'string', describe: 'write a JSON run summary to FILE or - (stdout)' })
     .option('follow-symlinks', { type: 'boolean', describe: 'follow symlinks that point outside the input directory' })
+    .option('shard', { type: 'string', describe: 'process only shard I of N (I/N), or `env`: index from JOB_COMPLETION_INDEX / AWS_BATCH_JOB_ARRAY_INDEX (see docs/SCALE.md)' })
+    .option('shard-index-env', { type: 'string', describe: 'read the shard index from this environment variable' })
+    .option('shard-count', { type: 'number', describe: 'number of shards, with --shard env or --shard-index-env' })
+    .option('manifest', { type: 'string', describe: 'work list instead of listing: one relative path per line, or an S3 Inventory CSV' })
     .option('engine', { type: 'string', choices: ['js', 'sdk'], describe: 'message engine: js (fast, default) or sdk (the SDK streams, reference)' })
 }
 
@@ -142,6 +154,10 @@ interface MainArgs {
   summary?: string
   followSymlinks?: boolean
   engine?: 'js' | 'sdk'
+  shard?: string
+  shardIndexEnv?: string
+  shardCount?: number
+  manifest?: string
 }
 
 async function runMain(args: MainArgs): Promise<number> {
@@ -206,6 +222,8 @@ async function runMain(args: MainArgs): Promise<number> {
     fsync: args.fsync,
     followSymlinks: args.followSymlinks,
     engine: args.engine,
+    shard: parseShard(args),
+    manifest: args.manifest !== undefined ? parseManifest(await readManifest(args.manifest), args.manifest) : undefined,
     signal: controller.signal,
     warn,
     onFile,
@@ -238,6 +256,20 @@ async function runMain(args: MainArgs): Promise<number> {
   if (verbosity >= 0) process.stderr.write(describeSummary(summary, encrypting ? 'encrypted' : 'decrypted') + '\n')
   if (summary.interrupted) return summary.interrupted === 'SIGINT' ? 130 : 143
   return summary.files_failed > 0 ? exitCodes.failed : exitCodes.ok
+}
+
+async function readManifest(source: string): Promise<string> {
+  try {
+    return source === '-' ? await readStdinText() : readFileSync(source, 'utf8')
+  } catch (err) {
+    throw new UsageError(`--manifest ${source}: cannot read it (${(err as NodeJS.ErrnoException).code ?? 'error'})`)
+  }
+}
+
+async function readStdinText(): Promise<string> {
+  const chunks: Buffer[] = []
+  for await (const chunk of process.stdin) chunks.push(chunk as Buffer)
+  return Buffer.concat(chunks).toString('utf8')
 }
 
 function describeSummary(summary: TreeSummary, verb: string): string {

@@ -35,7 +35,7 @@ const SDK_MESSAGE_HINTS: Array<[RegExp, string]> = [
   [/maxEncryptedDataKeys/i, 'message has more encrypted data keys than --max-encrypted-data-keys allows'],
   [/maxBodySize/i, 'frame length exceeds --max-length'],
   [/Unsupported algorithm suite|Unsupported suite|Algorithm suite/i, 'unsupported or unknown algorithm suite'],
-  [/Malformed Header|Unsupported version|Unsupported type/i, 'not an AWS Encryption SDK message (malformed header)'],
+  [/Malformed Header|Unsupported version|Unsupported type|Not a supported message format version/i, 'not an AWS Encryption SDK message (malformed header)'],
   [/commitment policy/i, 'message refused by the commitment policy (see --commitment-policy)'],
   [/signature policy|signed/i, 'message is signed; --decrypt-unsigned refuses signed messages'],
 ]

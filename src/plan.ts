@@ -3,7 +3,8 @@
 import { lstat, realpath, stat } from 'node:fs/promises'
 import { basename, isAbsolute, join, relative, resolve, sep } from 'node:path'
 import fg from 'fast-glob'
-import { UsageError } from './errors.js'
+import { EnvcryptError, UsageError } from './errors.js'
+import { shardOf, type ManifestEntry, type Shard } from './shard.js'
 import { localFileInput, localFileOutput, stdinInput, stdoutOutput, TEMP_PREFIX, type InputItem, type OutputTarget } from './io.js'
 
 export interface PlannedFile {
@@ -21,6 +22,10 @@ export interface PlanOptions {
   /** Follow symlinks that point outside the input root (default: skip them with a warning). */
   followSymlinks?: boolean
   warn: (message: string) => void
+  /** Keep only the inputs whose relative path hashes to this shard (`--shard I/N`). */
+  shard?: Shard
+  /** Take the work list from a manifest instead of listing the (single) input root. */
+  manifest?: ManifestEntry[]
 }
 
 /** Remote stores plug in here (S3); the planner only needs a listing and a way to name outputs. */
@@ -31,6 +36,10 @@ export interface Store {
   output(uri: string): OutputTarget
   isTreeUri(uri: string): boolean
   join(base: string, relPath: string): string
+  /** An input for `relPath` under the prefix `base`, without listing (manifests). */
+  inputAt?(base: string, relPath: string, size?: number): InputItem
+  /** The text of a small object (a manifest stored in S3). */
+  readText?(uri: string): Promise<string>
 }
 
 const GLOB_CHARS = /[*?[\]{}!]/
@@ -46,8 +55,13 @@ interface Listed {
 export async function planFiles(options: PlanOptions, stores: readonly Store[] = []): Promise<PlannedFile[]> {
   if (options.inputs.length === 0) throw new UsageError('-i/--input is required')
   const listings: Listed[] = []
-  for (const input of options.inputs) listings.push(await listInput(input, options, stores))
-  const items = listings.flatMap((l) => l.items)
+  if (options.manifest) listings.push(await manifestInputs(options.inputs, options.manifest, stores))
+  else for (const input of options.inputs) listings.push(await listInput(input, options, stores))
+  let items = listings.flatMap((l) => l.items)
+  if (options.shard) {
+    const { index, count } = options.shard
+    items = items.filter((item) => shardOf(item.relPath, count) === index)
+  }
   if (items.length === 0) return []
 
   const output = options.output
@@ -120,6 +134,36 @@ async function listInput(input: string, options: PlanOptions, stores: readonly S
     items.push(localFileInput(match, relative(base, match).split(sep).join('/'), fileInfo))
   }
   return { items, isTree: true }
+}
+
+async function manifestInputs(inputs: readonly string[], manifest: ManifestEntry[], stores: readonly Store[]): Promise<Listed> {
+  if (inputs.length !== 1 || inputs[0] === '-') throw new UsageError('--manifest: give exactly one -i: the directory or s3:// prefix the manifest paths are relative to')
+  const base = inputs[0]
+  const store = stores.find((s) => s.matches(base))
+  if (store) {
+    if (!store.inputAt) throw new UsageError(`--manifest: ${base} cannot be read from a manifest`)
+    return { items: manifest.map((entry) => store.inputAt!(base, entry.path, entry.size)), isTree: true }
+  }
+  const root = resolve(base)
+  if (!(await isDirectory(root))) throw new UsageError(`--manifest: -i ${base} must be a directory`)
+  const items: InputItem[] = []
+  for (const entry of manifest) {
+    const path = join(root, ...entry.path.split('/'))
+    const info = await stat(path).catch(() => undefined)
+    // A listed file that is missing fails on its own (named in the summary), the others go on.
+    items.push(info?.isFile() ? localFileInput(path, entry.path, info) : missingInput(path, entry.path, entry.line))
+  }
+  return { items, isTree: true, localRoot: root }
+}
+
+function missingInput(path: string, relPath: string, line: number): InputItem {
+  return {
+    display: path,
+    relPath,
+    open: async () => {
+      throw new EnvcryptError(`listed in the manifest (line ${line}) but not a regular file`)
+    },
+  }
 }
 
 async function walkDirectory(root: string, options: PlanOptions): Promise<InputItem[]> {

@@ -14,6 +14,7 @@ import { lazyWriter, type InputItem, type OutputWriter } from './io.js'
 import { buildKeyring, parseWrappingKeySpec, type KmsCallCounts, type WrappingKeySpec } from './keys.js'
 import { buildMaterialsManager, type CachingSettings } from './materials.js'
 import { metadataRecord, openMetadataSink, type Mode } from './metadata.js'
+import type { ManifestEntry, Shard } from './shard.js'
 import { planFiles, type PlannedFile, type Store } from './plan.js'
 
 export const DEFAULT_FRAME_LENGTH = 4096
@@ -47,6 +48,10 @@ export interface CommonTreeOptions {
   engine?: 'js' | 'sdk'
   /** Extra KMS client settings (endpoint overrides in tests and benchmarks). */
   kmsClientConfig?: Record<string, unknown>
+  /** Process only this shard of the inputs (`--shard I/N`). */
+  shard?: Shard
+  /** Work list replacing the listing of the single input root (`--manifest`). */
+  manifest?: ManifestEntry[]
   /** Remote stores (S3) the planner may use. */
   stores?: readonly Store[]
   signal?: AbortSignal
@@ -160,6 +165,8 @@ async function runTree(mode: Mode, options: EncryptTreeOptions & DecryptTreeOpti
       suffix: options.suffix ?? (mode === 'encrypt' ? '.encrypted' : '.decrypted'),
       bufferStdout: options.buffer,
       followSymlinks: options.followSymlinks,
+      shard: options.shard,
+      manifest: options.manifest,
       warn,
     },
     options.stores,

@@ -201,7 +201,7 @@ describe('failures do not stop the batch', () => {
   })
 })
 
-describe('interoperability with aws-encryption-cli (../shared/vectors)', () => {
+describe('interoperability with aws-encryption-cli (fixtures/vectors, copied from ../shared/vectors)', () => {
   const spec = ['-w', 'provider=raw-aes', 'key=key1', 'namespace=envcrypt-test', `material=file://${join(VECTORS, 'key.bin')}`]
   const plaintexts = join(VECTORS, 'plaintext')
 
@@ -331,6 +331,18 @@ describe('flags', () => {
     expect(refused.code).toBe(1)
     expect(refused.stderr).toMatch(/already exists/)
     expect(readFileSync(join(dir, 'enc', 'a.txt.encrypted'), 'utf8')).toBe('already there')
+  })
+
+  it('--interactive asks before replacing an existing output: n keeps it, y replaces it', async () => {
+    const { dir, key, input } = setup({ 'a.txt': 'a' })
+    mkdirSync(join(dir, 'enc'))
+    writeFileSync(join(dir, 'enc', 'a.txt.encrypted'), 'keep?')
+    const no = await runCli(['-e', '-r', '-i', input, '-o', join(dir, 'enc'), ...key.spec, '-S', '--interactive'], { input: 'n\n' })
+    expect(no.stderr).toMatch(/overwrite .*a\.txt\.encrypted\? \[y\/N\]/)
+    expect(readFileSync(join(dir, 'enc', 'a.txt.encrypted'), 'utf8')).toBe('keep?')
+    const yes = await runCli(['-e', '-r', '-i', input, '-o', join(dir, 'enc'), ...key.spec, '-S', '--interactive'], { input: 'y\n' })
+    expect(yes.code).toBe(0)
+    expect(readFileSync(join(dir, 'enc', 'a.txt.encrypted'), 'utf8')).not.toBe('keep?')
   })
 
   it('@argfile: shlex lines, # comments, $VAR and ~ expanded', async () => {

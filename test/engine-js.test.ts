@@ -29,7 +29,7 @@ import { jsEngine, encryptWithMaterials, decryptWithMaterials, resolveEncryption
 import { sdkEngine, readHeader, type ByteSource, type DecryptMessageOptions, type EncryptMessageOptions } from '../src/engine.js'
 import { IntegrityError } from '../src/errors.js'
 
-const VECTORS = '/work/shared/vectors/python-cli'
+const VECTORS = new URL('../fixtures/vectors/python-cli', import.meta.url).pathname
 const { REQUIRE_ENCRYPT_REQUIRE_DECRYPT, REQUIRE_ENCRYPT_ALLOW_DECRYPT, FORBID_ENCRYPT_ALLOW_DECRYPT } = CommitmentPolicy
 
 // ---------- fixtures ----------

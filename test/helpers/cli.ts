@@ -8,7 +8,9 @@ import { randomBytes } from 'node:crypto'
 
 export const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..')
 export const CLI = join(ROOT, 'dist', 'cli.js')
-export const VECTORS = join(ROOT, '..', 'shared', 'vectors', 'python-cli')
+// A copy of ../shared/vectors/python-cli (messages written by the official aws-encryption-cli), kept in the
+// repository so a clean clone tests interoperability on its own.
+export const VECTORS = join(ROOT, 'fixtures', 'vectors', 'python-cli')
 
 export interface CliResult {
   code: number | null
