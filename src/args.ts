@@ -10,6 +10,8 @@ export const GROUP_SEPARATOR = '\u001f'
 const GROUPED_FLAGS: Record<string, string> = {
   '-w': 'wrapping-keys',
   '--wrapping-keys': 'wrapping-keys',
+  '-W': 'from-wrapping-keys',
+  '--from-wrapping-keys': 'from-wrapping-keys',
   '-c': 'encryption-context',
   '--encryption-context': 'encryption-context',
   '--caching': 'caching',

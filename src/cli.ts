@@ -20,12 +20,20 @@ import { decryptTree, encryptTree, defaultJobs, type FileEvent, type TreeSummary
 import { VERSION } from './version.js'
 import { parseManifest, parseShard } from './shard.js'
 import { mergeSummaries, readSummaryFile } from './summary.js'
+import { inspectCommand, reportCommand } from './cli-tools.js'
+import { describePlan } from './dry-run.js'
+import { createProgress, renderEndSummary, silentProgress } from './progress.js'
+import { reencryptTree } from './reencrypt.js'
 
 const EXAMPLES: Array<[string, string]> = [
   ['$0 keygen --out key.bin', 'make a 32-byte raw AES key file (mode 0600)'],
   ['$0 -e -r -i data/ -o enc/ -w provider=raw-aes key=k1 material=file://key.bin --metadata-output meta.jsonl', 'encrypt a tree with a raw AES key'],
   ['$0 -d -r -i enc/ -o plain/ -w provider=raw-aes key=k1 material=file://key.bin -S', 'decrypt it back'],
   ['$0 -e -i report.pdf -o report.pdf.enc -w key=arn:aws:kms:us-east-1:111122223333:key/... -c team=data -S', 'encrypt one file with a KMS key and an encryption context'],
+  ['$0 -e -r -i data/ -o enc/ -w key=$KEY_ARN -S --dry-run', 'list what would be encrypted, reading no key and writing nothing'],
+  ['$0 inspect enc/report.pdf.encrypted', 'show a message header (suite, context, key providers) without keys'],
+  ['$0 reencrypt -r -i enc/ -o rotated/ -W key=alias/old -w key=alias/new -S', 'rotate a tree to new wrapping keys (plaintext never touches disk)'],
+  ['$0 completion >> ~/.bashrc', 'shell completion for bash (and zsh)'],
   ['$0 -e -r -i data/ -o enc/ -w key=$KEY_ARN --caching capacity=1 max_age=10 max_messages_encrypted=100 --summary -', 'cache data keys; print KMS calls in the summary'],
 ]
 
@@ -70,6 +78,18 @@ async function main(argv: string[]): Promise<number> {
       (argv) => {
         process.stdout.write(canonicalJson(mergeSummaries((argv.files as string[]).map(readSummaryFile))) + '\n')
       })
+    .command('reencrypt', 'move encrypted files to new wrapping keys (key rotation), never writing plaintext to disk', (y) =>
+      mainOptions(y)
+        .option('from-wrapping-keys', { alias: 'W', type: 'string', array: true, describe: 'the keys that decrypt the existing messages (same syntax as -w); -w names the new keys' })
+        .hide('encrypt').hide('decrypt').hide('decrypt-unsigned').hide('encode').hide('decode').hide('buffer')
+        .example('$0 reencrypt -r -i enc/ -o rotated/ -W key=alias/backup-2025 -w key=alias/backup-2026 -S', 'rotate a tree from one KMS key to another (same file names under rotated/)')
+        .example('$0 reencrypt -r -i enc/ -o rotated/ -W provider=raw-aes key=old material=file://old.key -w key=$KEY_ARN --metadata-output meta.jsonl', 'leave a raw AES key for a KMS key; the context of each message is kept'),
+      async (argv) => {
+        exitCode = await runMain({ ...(argv as unknown as MainArgs), reencrypt: true })
+      })
+    .command(inspectCommand((code) => (exitCode = code)))
+    .command(reportCommand())
+    .completion('completion', 'print a bash/zsh completion script (add it with: envcrypt completion >> ~/.bashrc)')
     .strict()
     .help()
     .alias('h', 'help')
@@ -120,6 +140,7 @@ function mainOptions(y: Argv) {
     .option('shard-count', { type: 'number', describe: 'number of shards, with --shard env or --shard-index-env' })
     .option('manifest', { type: 'string', describe: 'work list instead of listing: one relative path per line, or an S3 Inventory CSV' })
     .option('engine', { type: 'string', choices: ['js', 'sdk'], describe: 'message engine: js (fast, default) or sdk (the SDK streams, reference)' })
+    .option('dry-run', { alias: 'n', type: 'boolean', describe: 'print what would be done (encrypt IN -> OUT per file); read no key, write nothing' })
 }
 
 interface MainArgs {
@@ -158,10 +179,16 @@ interface MainArgs {
   shardIndexEnv?: string
   shardCount?: number
   manifest?: string
+  dryRun?: boolean
+  /** Set by the reencrypt command. */
+  reencrypt?: boolean
+  fromWrappingKeys?: string[]
 }
 
 async function runMain(args: MainArgs): Promise<number> {
-  const modes = [args.encrypt && 'encrypt', args.decrypt && 'decrypt', args.decryptUnsigned && 'decrypt-unsigned'].filter(Boolean)
+  const reencrypting = Boolean(args.reencrypt)
+  if (reencrypting) checkReencryptArgs(args)
+  const modes = [args.encrypt && 'encrypt', args.decrypt && 'decrypt', args.decryptUnsigned && 'decrypt-unsigned', reencrypting && 'reencrypt'].filter(Boolean)
   if (modes.length !== 1) throw new UsageError('choose exactly one of -e/--encrypt, -d/--decrypt, --decrypt-unsigned')
   const encrypting = Boolean(args.encrypt)
   if (!args.input?.length) throw new UsageError('-i/--input is required')
@@ -178,14 +205,16 @@ async function runMain(args: MainArgs): Promise<number> {
   if (encrypting && (args.decode || args.buffer || args.maxLength !== undefined)) {
     throw new UsageError('--decode, --buffer and --max-length apply to decrypt only')
   }
-  if (!encrypting && (args.encode || args.algorithm || args.frameLength !== undefined)) {
+  if (!encrypting && !reencrypting && (args.encode || args.algorithm || args.frameLength !== undefined)) {
     throw new UsageError('--encode, --algorithm and --frame-length apply to encrypt only')
   }
   const contextTokens = (args.encryptionContext ?? []).flatMap(splitGroup)
   const context = parseContextPairs(contextTokens, !encrypting)
   const verbosity = args.quiet ? -1 : args.verbose
+  const onTerminal = Boolean(process.stderr.isTTY) && verbosity >= 0 && !args.dryRun
+  const progress = onTerminal ? createProgress() : silentProgress
   const warn = (message: string) => {
-    if (verbosity >= 0) process.stderr.write(`envcrypt: warning: ${message}\n`)
+    if (verbosity >= 0) progress.log(`envcrypt: warning: ${message}`)
   }
   const controller = new AbortController()
   const onSignal = (signal: NodeJS.Signals) => {
@@ -201,8 +230,9 @@ async function runMain(args: MainArgs): Promise<number> {
   process.on('SIGTERM', onSignal)
 
   const onFile = (event: FileEvent) => {
-    if (event.status === 'failed' && event.error !== 'interrupted') process.stderr.write(`envcrypt: error: ${event.input}: ${event.error}\n`)
-    else if (verbosity >= 1) process.stderr.write(`envcrypt: ${event.status}: ${event.input} -> ${event.output}\n`)
+    progress.onFile(event)
+    if (event.status === 'failed' && event.error !== 'interrupted') progress.log(`envcrypt: error: ${event.input}: ${event.error}`)
+    else if (verbosity >= 1) progress.log(`envcrypt: ${event.status}: ${event.input} -> ${event.output}`)
   }
   const common = {
     inputs: args.input,
@@ -227,16 +257,27 @@ async function runMain(args: MainArgs): Promise<number> {
     signal: controller.signal,
     warn,
     onFile,
+    onPlan: progress.onPlan,
+    dryRun: args.dryRun,
   }
   let summary: TreeSummary
-  if (encrypting) {
+  if (reencrypting) {
+    summary = await reencryptTree({
+      ...common,
+      fromWrappingKeys: (args.fromWrappingKeys ?? []).map(splitGroup),
+      requiredContext: context,
+      algorithm: args.algorithm,
+      frameLength: args.frameLength,
+      maxLength: args.maxLength,
+    }).finally(() => progress.stop())
+  } else if (encrypting) {
     summary = await encryptTree({
       ...common,
       encryptionContext: context as Record<string, string>,
       algorithm: args.algorithm,
       frameLength: args.frameLength,
       encode: args.encode,
-    })
+    }).finally(() => progress.stop())
   } else {
     summary = await decryptTree({
       ...common,
@@ -245,7 +286,7 @@ async function runMain(args: MainArgs): Promise<number> {
       maxLength: args.maxLength,
       decode: args.decode,
       buffer: args.buffer,
-    })
+    }).finally(() => progress.stop())
   }
   removeLiveTemporaries()
   if (args.summary !== undefined) {
@@ -253,7 +294,13 @@ async function runMain(args: MainArgs): Promise<number> {
     if (args.summary === '-') process.stdout.write(text)
     else writeFileSync(args.summary, text)
   }
-  if (verbosity >= 0) process.stderr.write(describeSummary(summary, encrypting ? 'encrypted' : 'decrypted') + '\n')
+  const verb = reencrypting ? 're-encrypted' : encrypting ? 'encrypted' : 'decrypted'
+  if (summary.planned) {
+    for (const line of describePlan(summary.planned)) process.stdout.write(line + '\n')
+    if (verbosity >= 0) process.stderr.write(`envcrypt: dry run: ${summary.planned.length - summary.files_skipped} file(s) to ${verb.replace(/ed$/, '')}, ${summary.files_skipped} skipped; nothing was read or written\n`)
+    return exitCodes.ok
+  }
+  if (verbosity >= 0) process.stderr.write((onTerminal ? renderEndSummary(summary, verb) : describeSummary(summary, verb)) + '\n')
   if (summary.interrupted) return summary.interrupted === 'SIGINT' ? 130 : 143
   return summary.files_failed > 0 ? exitCodes.failed : exitCodes.ok
 }
@@ -270,6 +317,12 @@ async function readStdinText(): Promise<string> {
   const chunks: Buffer[] = []
   for await (const chunk of process.stdin) chunks.push(chunk as Buffer)
   return Buffer.concat(chunks).toString('utf8')
+}
+
+function checkReencryptArgs(args: MainArgs): void {
+  if (args.encrypt || args.decrypt || args.decryptUnsigned) throw new UsageError('reencrypt decrypts and encrypts: drop -e/-d/--decrypt-unsigned')
+  if (args.encode || args.decode || args.buffer) throw new UsageError('--encode, --decode and --buffer do not apply to reencrypt')
+  if (!args.fromWrappingKeys?.length) throw new UsageError('reencrypt needs the old keys (-W/--from-wrapping-keys) and the new ones (-w)')
 }
 
 function describeSummary(summary: TreeSummary, verb: string): string {
@@ -311,13 +364,20 @@ function confirmOverwrite(path: string): Promise<boolean> {
   return result
 }
 
+/** Where to look next, on the same line as the error. */
+function usageHint(message: string): string {
+  if (/--help/.test(message)) return ''
+  const command = hideBin(process.argv).find((arg) => ['keygen', 'local-kms', 'reencrypt', 'inspect', 'report', 'completion'].includes(arg))
+  return ` (see envcrypt ${command ? command + ' ' : ''}--help)`
+}
+
 main(hideBin(process.argv)).then(
   (code) => {
     process.exitCode = code
   },
   (err) => {
     removeLiveTemporaries()
-    process.stderr.write(`envcrypt: error: ${describeError(err)}\n`)
+    process.stderr.write(`envcrypt: error: ${describeError(err)}${err instanceof UsageError ? usageHint(describeError(err)) : ''}\n`)
     process.exitCode = err instanceof UsageError ? exitCodes.usage : exitCodes.failed
   },
 )

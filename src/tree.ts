@@ -8,7 +8,7 @@ import pLimit from 'p-limit'
 import type { MessageHeader } from '@aws-crypto/client-node'
 import { parseAlgorithm, parseCommitmentPolicy, type CommitmentPolicyName } from './algorithms.js'
 import { jsEngine } from './engine-js.js'
-import { sdkEngine, type ByteSource, type Engine, type MessageResult, type ParsedHeader } from './engine.js'
+import { sdkEngine, type ByteSource, type EncryptMessageOptions, type Engine, type MessageResult, type ParsedHeader } from './engine.js'
 import { describeError, EnvcryptError, IntegrityError, InterruptedError, UsageError } from './errors.js'
 import { lazyWriter, type InputItem, type OutputWriter } from './io.js'
 import { buildKeyring, parseWrappingKeySpec, type KmsCallCounts, type WrappingKeySpec } from './keys.js'
@@ -16,6 +16,7 @@ import { buildMaterialsManager, type CachingSettings } from './materials.js'
 import { metadataRecord, openMetadataSink, type Mode } from './metadata.js'
 import type { ManifestEntry, Shard } from './shard.js'
 import { planFiles, type PlannedFile, type Store } from './plan.js'
+import { dryRunSummary, type PlannedAction } from './dry-run.js'
 
 export const DEFAULT_FRAME_LENGTH = 4096
 
@@ -59,6 +60,22 @@ export interface CommonTreeOptions {
   onFile?: (event: FileEvent) => void
   /** Called before work starts with the number of planned files and their known total size. */
   onPlan?: (files: number, bytes: number) => void
+  /** Plan only: read no key, write nothing; the summary lists `planned` actions. */
+  dryRun?: boolean
+  /** Replaces the engine call for each file (reencrypt streams a decrypt into an encrypt). */
+  messageStage?: (setup: MessageStageSetup) => MessageStage
+}
+
+export interface MessageStageSetup {
+  engine: Engine
+  /** The run's KMS call counters: the stage's own keyrings count into the same summary. */
+  kmsCalls: KmsCallCounts
+  warn: (message: string) => void
+}
+
+export interface MessageStage {
+  run(input: ByteSource, output: Writable, encrypt: EncryptMessageOptions): Promise<MessageResult>
+  dispose(): void
 }
 
 export interface EncryptTreeOptions extends CommonTreeOptions {
@@ -121,6 +138,8 @@ export interface TreeSummary {
   failures: Array<{ input: string; error: string }>
   kms_calls: KmsCallCounts
   interrupted?: string
+  /** Dry runs only: what would be done, file by file. */
+  planned?: PlannedAction[]
 }
 
 export const defaultJobs = () => Math.max(4, availableParallelism() * 2)
@@ -172,8 +191,10 @@ async function runTree(mode: Mode, options: EncryptTreeOptions & DecryptTreeOpti
     options.stores,
   )
   const planned = options.selectInput ? allPlanned.filter((file) => options.selectInput!(file.input)) : allPlanned
+  if (options.dryRun) return dryRunSummary(mode, planned, options, started)
   const keyringSetup = buildKeyring(specs, direction, { kmsCalls, warn, kmsClientConfig: options.kmsClientConfig })
   const cmm = buildMaterialsManager(keyringSetup.keyring, options.caching)
+  const stage = options.messageStage?.({ engine, kmsCalls, warn })
   const metadata = openMetadataSink(options.metadataOutput, options.overwriteMetadata ?? false)
   options.onPlan?.(planned.length, planned.reduce((sum, file) => sum + (file.input.size ?? 0), 0))
 
@@ -210,16 +231,19 @@ async function runTree(mode: Mode, options: EncryptTreeOptions & DecryptTreeOpti
       inFlight.add(writer)
       if (options.signal?.aborted) throw new InterruptedError('SIGTERM')
       const { stream: sinkStream, done: sinkDone } = mode === 'encrypt' && options.encode ? base64EncodeInto(writer.stream) : { stream: writer.stream, done: Promise.resolve() }
-      const result = mode === 'encrypt'
-        ? await engine.encrypt(source, sinkStream, {
-            cmm,
-            commitmentPolicy,
-            suiteId,
-            frameLength,
-            encryptionContext: options.encryptionContext ?? {},
-            plaintextLength: transformed ? transformed.plaintextLength : file.input.size,
-            maxEncryptedDataKeys: options.maxEncryptedDataKeys ?? false,
-          })
+      const encryptOptions: EncryptMessageOptions = {
+        cmm,
+        commitmentPolicy,
+        suiteId,
+        frameLength,
+        encryptionContext: options.encryptionContext ?? {},
+        plaintextLength: transformed ? transformed.plaintextLength : file.input.size,
+        maxEncryptedDataKeys: options.maxEncryptedDataKeys ?? false,
+      }
+      const result = stage
+        ? await stage.run(source, sinkStream, encryptOptions)
+        : mode === 'encrypt'
+        ? await engine.encrypt(source, sinkStream, encryptOptions)
         : await engine.decrypt(source, sinkStream, {
             cmm,
             commitmentPolicy,
@@ -273,6 +297,7 @@ async function runTree(mode: Mode, options: EncryptTreeOptions & DecryptTreeOpti
   } finally {
     options.signal?.removeEventListener('abort', onAbort)
     keyringSetup.dispose()
+    stage?.dispose()
     await metadata.close()
   }
   summary.seconds = Math.round((performance.now() - started) / 10) / 100
@@ -284,7 +309,7 @@ function defaultEngineName(): string {
   return process.env.ENVCRYPT_ENGINE ?? 'js'
 }
 
-function checkRequiredContext(context: Readonly<Record<string, string>>, required?: Record<string, string | null>): void {
+export function checkRequiredContext(context: Readonly<Record<string, string>>, required?: Record<string, string | null>): void {
   if (!required) return
   for (const [key, value] of Object.entries(required)) {
     if (!(key in context)) throw new IntegrityError(`encryption context mismatch: key "${key}" is not in the message`)

@@ -1,0 +1,44 @@
+// `--dry-run`: the plan, file by file, without reading a key or writing anything. The planner already made
+// every up-front refusal (collisions, output inside input), so a clean dry run means the real run can start.
+import type { Mode } from './metadata.js'
+import type { PlannedFile } from './plan.js'
+import type { CommonTreeOptions, TreeSummary } from './tree.js'
+
+export interface PlannedAction {
+  input: string
+  output: string
+  action: 'encrypt' | 'decrypt' | 'skip'
+  /** Why a file is skipped, or what would go wrong with it. */
+  note?: string
+}
+
+export async function dryRunSummary(mode: Mode, planned: readonly PlannedFile[], options: CommonTreeOptions, started: number): Promise<TreeSummary> {
+  const verb = mode === 'encrypt' ? 'encrypt' : 'decrypt'
+  const actions: PlannedAction[] = []
+  for (const file of planned) {
+    const action: PlannedAction = { input: file.input.display, output: file.output.display, action: verb }
+    if ((options.skipExisting || options.noOverwrite || options.confirmOverwrite) && (await file.output.exists())) {
+      if (options.skipExisting) Object.assign(action, { action: 'skip', note: 'output exists' })
+      else if (options.noOverwrite) action.note = 'would fail: output exists (--no-overwrite)'
+      else action.note = 'would ask before overwriting'
+    }
+    actions.push(action)
+  }
+  const skipped = actions.filter((a) => a.action === 'skip').length
+  return {
+    files_ok: 0,
+    files_failed: 0,
+    files_skipped: skipped,
+    bytes_in: 0,
+    bytes_out: 0,
+    seconds: Math.round((performance.now() - started) / 10) / 100,
+    failures: [],
+    kms_calls: {},
+    planned: actions,
+  }
+}
+
+/** The lines `--dry-run` prints: `encrypt IN -> OUT`, skipped files marked. */
+export function describePlan(actions: readonly PlannedAction[]): string[] {
+  return actions.map((a) => `${a.action} ${a.input} -> ${a.output}${a.note ? `  (${a.note})` : ''}`)
+}
