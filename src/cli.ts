@@ -141,6 +141,14 @@ function mainOptions(y: Argv) {
     .option('manifest', { type: 'string', describe: 'work list instead of listing: one relative path per line, or an S3 Inventory CSV' })
     .option('engine', { type: 'string', choices: ['js', 'sdk'], describe: 'message engine: js (fast, default) or sdk (the SDK streams, reference)' })
     .option('dry-run', { alias: 'n', type: 'boolean', describe: 'print what would be done (encrypt IN -> OUT per file); read no key, write nothing' })
+    // S3 (s3://bucket/prefix inputs and outputs)
+    .option('sync', { type: 'boolean', describe: 'S3 output: skip files whose object records the same source size and mtime (as aws s3 sync)' })
+    .option('sse', { type: 'string', describe: 'S3 server-side encryption on upload: AES256, aws:kms or aws:kms:dsse' })
+    .option('sse-kms-key-id', { type: 'string', describe: 'KMS key for --sse aws:kms' })
+    .option('sse-c-key', { type: 'string', describe: 'fileb://PATH: 32-byte SSE-C key, for uploads and reads' })
+    .option('storage-class', { type: 'string', describe: 'S3 storage class for uploads (STANDARD, STANDARD_IA, ...)' })
+    .option('s3-endpoint', { type: 'string', describe: 'S3 endpoint URL (default: AWS_ENDPOINT_URL_S3 or AWS)' })
+    .option('s3-force-path-style', { type: 'boolean', describe: 'address buckets as ENDPOINT/bucket (MinIO, Ceph)' })
 }
 
 interface MainArgs {
@@ -175,6 +183,13 @@ interface MainArgs {
   summary?: string
   followSymlinks?: boolean
   engine?: 'js' | 'sdk'
+  sync?: boolean
+  sse?: string
+  sseKmsKeyId?: string
+  sseCKey?: string
+  storageClass?: string
+  s3Endpoint?: string
+  s3ForcePathStyle?: boolean
   shard?: string
   shardIndexEnv?: string
   shardCount?: number
@@ -234,7 +249,10 @@ async function runMain(args: MainArgs): Promise<number> {
     if (event.status === 'failed' && event.error !== 'interrupted') progress.log(`envcrypt: error: ${event.input}: ${event.error}`)
     else if (verbosity >= 1) progress.log(`envcrypt: ${event.status}: ${event.input} -> ${event.output}`)
   }
+  const stores = await s3Stores(args, encrypting)
   const common = {
+    stores,
+    sync: args.sync,
     inputs: args.input,
     output: args.output,
     recursive: args.recursive,
@@ -303,6 +321,32 @@ async function runMain(args: MainArgs): Promise<number> {
   if (verbosity >= 0) process.stderr.write((onTerminal ? renderEndSummary(summary, verb) : describeSummary(summary, verb)) + '\n')
   if (summary.interrupted) return summary.interrupted === 'SIGINT' ? 130 : 143
   return summary.files_failed > 0 ? exitCodes.failed : exitCodes.ok
+}
+
+const S3_FLAGS = ['sse', 'sseKmsKeyId', 'sseCKey', 'storageClass', 's3Endpoint', 's3ForcePathStyle'] as const
+
+/** The S3 store when an input or the output is an s3:// URI; loaded lazily to keep local runs fast. */
+async function s3Stores(args: MainArgs, encrypting: boolean) {
+  const isS3 = (uri: string) => uri.startsWith('s3://')
+  const outputIsS3 = isS3(args.output!)
+  if (args.sync && !outputIsS3) throw new UsageError('--sync needs an s3:// output')
+  if (!outputIsS3 && !args.input!.some(isS3)) {
+    const used = S3_FLAGS.find((flag) => args[flag] !== undefined)
+    if (used) throw new UsageError(`--${used.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase())} applies only with an s3:// input or output`)
+    return []
+  }
+  const { s3Store } = await import('./s3.js')
+  return [
+    s3Store({
+      endpoint: args.s3Endpoint,
+      forcePathStyle: args.s3ForcePathStyle,
+      sse: args.sse,
+      sseKmsKeyId: args.sseKmsKeyId,
+      sseCustomerKey: args.sseCKey,
+      storageClass: args.storageClass,
+      objectFormat: encrypting ? (args.encode ? 'aws-encryption-sdk-message-base64' : 'aws-encryption-sdk-message') : 'plaintext',
+    }),
+  ]
 }
 
 async function readManifest(source: string): Promise<string> {

@@ -41,6 +41,8 @@ export function migrateOptions(y: Argv) {
     .option('fsync', { type: 'boolean', describe: 'flush each output and its directory to disk around the rename' })
     .option('follow-symlinks', { type: 'boolean', describe: 'follow symlinks that point outside the input directory' })
     .option('engine', { type: 'string', choices: ['js', 'sdk'], describe: 'message engine' })
+    .option('s3-endpoint', { type: 'string', describe: 'S3 endpoint URL, for s3:// inputs or output (default: AWS_ENDPOINT_URL_S3 or AWS)' })
+    .option('s3-force-path-style', { type: 'boolean', describe: 'address buckets as ENDPOINT/bucket (MinIO, Ceph)' })
     .option('verbose', { alias: 'v', type: 'count', describe: 'more output on stderr' })
     .option('quiet', { alias: 'q', type: 'boolean', describe: 'only errors on stderr' })
     .example('$0 migrate --from cloudonaut-v1 -r -i old/ -o new/ -w key=$KEY_ARN --metadata-output meta.jsonl', 'migrate a tree written by s3-at-rest-encryption')
@@ -74,6 +76,8 @@ export interface MigrateArgs {
   fsync?: boolean
   followSymlinks?: boolean
   engine?: 'js' | 'sdk'
+  s3Endpoint?: string
+  s3ForcePathStyle?: boolean
   verbose: number
   quiet?: boolean
 }
@@ -128,6 +132,7 @@ export async function runMigrate(args: MigrateArgs): Promise<number> {
     fsync: args.fsync,
     followSymlinks: args.followSymlinks,
     engine: args.engine,
+    stores: await s3Stores(args),
     signal: controller.signal,
     warn: (message) => {
       if (verbosity >= 0) process.stderr.write(`envcrypt: warning: ${message}\n`)
@@ -151,4 +156,11 @@ export async function runMigrate(args: MigrateArgs): Promise<number> {
   }
   if (summary.interrupted) return summary.interrupted === 'SIGINT' ? 130 : 143
   return summary.files_failed > 0 ? 1 : 0
+}
+
+/** The S3 store when an input or the output is an s3:// URI (loaded lazily, as in cli.ts). */
+async function s3Stores(args: MigrateArgs) {
+  if (![args.output!, ...args.input!].some((uri) => uri.startsWith('s3://'))) return []
+  const { s3Store } = await import('./s3.js')
+  return [s3Store({ endpoint: args.s3Endpoint, forcePathStyle: args.s3ForcePathStyle })]
 }

@@ -76,7 +76,7 @@ export async function planFiles(options: PlanOptions, stores: readonly Store[] =
   if (!treeOutput) {
     if (items.length !== 1) throw new UsageError(`-o ${output}: several inputs need an output directory`)
     const target = outputStore ? outputStore.output(output) : localFileOutput(resolve(output))
-    if (!outputStore && target.display === items[0].display) throw new UsageError(`-o ${output}: the output is the input itself`)
+    if (target.display === items[0].display) throw new UsageError(`-o ${output}: the output is the input itself`)
     return [{ input: items[0], output: target }]
   }
 
@@ -102,7 +102,7 @@ export async function planFiles(options: PlanOptions, stores: readonly Store[] =
       throw new UsageError(`inputs ${previous} and ${item.display} would both be written to ${target.display}`)
     }
     seen.set(target.display, item.display)
-    if (!outputStore && target.display === item.display) throw new UsageError(`-o ${output}: ${item.display} would be overwritten by its own output`)
+    if (target.display === item.display) throw new UsageError(`-o ${output}: ${item.display} would be overwritten by its own output`)
     planned.push({ input: item, output: target })
   }
   return planned

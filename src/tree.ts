@@ -40,6 +40,8 @@ export interface CommonTreeOptions {
   jobs?: number
   /** Leave outputs that already exist alone (counted as skipped). */
   skipExisting?: boolean
+  /** Skip files whose output records the same source size and mtime (S3 outputs; as `aws s3 sync`). */
+  sync?: boolean
   /** Never replace an existing output: such files fail instead. */
   noOverwrite?: boolean
   /** Asked before replacing an existing output (`--interactive`); false skips the file. */
@@ -213,6 +215,12 @@ async function runTree(mode: Mode, options: EncryptTreeOptions & DecryptTreeOpti
     let parsed: ParsedHeader | undefined
     let writer: OutputWriter | undefined
     try {
+      if (options.sync && (await file.output.isUpToDate?.(file.input))) {
+        event.status = 'skipped'
+        summary.files_skipped++
+        options.onFile?.(event)
+        return
+      }
       if ((options.skipExisting || options.noOverwrite || options.confirmOverwrite) && (await file.output.exists())) {
         if (options.noOverwrite && !options.skipExisting) throw new EnvcryptError(`output ${file.output.display} already exists (--no-overwrite)`)
         if (options.skipExisting || !(await options.confirmOverwrite!(file.output.display))) {
@@ -227,7 +235,7 @@ async function runTree(mode: Mode, options: EncryptTreeOptions & DecryptTreeOpti
       const transformed = mode === 'encrypt' && options.transformSource ? await options.transformSource(file.input, source) : undefined
       if (transformed) source = transformed.source
       const outputMode = file.input.mode ?? (mode === 'encrypt' ? 0o644 & ~process.umask() : 0o600)
-      writer = lazyWriter(() => file.output.open({ mode: outputMode, fsync: options.fsync ?? false }))
+      writer = lazyWriter(() => file.output.open({ mode: outputMode, fsync: options.fsync ?? false, source: { size: file.input.size, mtimeMs: file.input.mtimeMs } }))
       inFlight.add(writer)
       if (options.signal?.aborted) throw new InterruptedError('SIGTERM')
       const { stream: sinkStream, done: sinkDone } = mode === 'encrypt' && options.encode ? base64EncodeInto(writer.stream) : { stream: writer.stream, done: Promise.resolve() }
