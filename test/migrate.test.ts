@@ -7,8 +7,10 @@ import { createCipheriv, createDecipheriv, generateKeyPairSync, pbkdf2Sync, rand
 import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { GenerateDataKeyCommand, KMSClient } from '@aws-sdk/client-kms'
+import { PutObjectCommand, S3Client } from '@aws-sdk/client-s3'
 import { startLocalKms, type LocalKms } from '../src/local-kms.js'
 import { listFiles, readJsonLines, runCli, tempDir } from './helpers/cli.js'
+import { startS3rver, S3RVER_ENV } from './helpers/s3rver.js'
 
 const SIZES = [0, 1, 15, 16, 17, 1024 * 1024 + 3]
 
@@ -394,4 +396,33 @@ describe('--delete-source', () => {
     expect(lines).toHaveLength(1)
     return lines[0]
   }
+})
+
+describe('S3 inputs', () => {
+  it('openssl-kms from s3://: each object\'s data key is the object KEY.key beside it; round trip to local files', async () => {
+    const server = await startS3rver(['legacy-bucket'])
+    const s3 = new S3Client({ endpoint: server.endpoint, region: 'us-east-1', forcePathStyle: true, credentials: { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' } })
+    try {
+      const dir = tempDir()
+      const plain = new Map([['a.txt', randomBytes(40)], ['sub/b.bin', randomBytes(70_000)]])
+      for (const [rel, bytes] of plain) {
+        const key = await generateDataKey()
+        const local = join(dir, 'staging', rel)
+        opensslKms(bytes, key, local)
+        await s3.send(new PutObjectCommand({ Bucket: 'legacy-bucket', Key: `old/${rel}`, Body: readFileSync(local) }))
+        await s3.send(new PutObjectCommand({ Bucket: 'legacy-bucket', Key: `old/${rel}.key`, Body: key.blob }))
+      }
+      const result = await runCli(
+        ['migrate', '--from', 'openssl-kms', '-r', '-i', 's3://legacy-bucket/old/', '-o', join(dir, 'migrated'), '-w', `key=${newKeyArn}`, '-c', 'team=data', '-S', '--s3-endpoint', server.endpoint],
+        { env: { ...env, ...S3RVER_ENV } },
+      )
+      expect(result.stderr).not.toMatch(/error/)
+      expect(result.code).toBe(0)
+      expect(listFiles(join(dir, 'migrated'))).toEqual(['a.txt.encrypted', 'sub/b.bin.encrypted'])
+      await decryptAndCompare(dir, plain, 'openssl-kms')
+    } finally {
+      s3.destroy()
+      await server.stop()
+    }
+  })
 })
