@@ -15,6 +15,7 @@ import { parseCachingSpec } from './materials.js'
 import { canonicalJson } from './metadata.js'
 import { keygen } from './keygen.js'
 import { runLocalKms } from './local-kms.js'
+import { MIGRATE_DESCRIPTION, migrateOptions, runMigrate, type MigrateArgs } from './migrate-cli.js'
 import { decryptTree, encryptTree, defaultJobs, type FileEvent, type TreeSummary } from './tree.js'
 import { VERSION } from './version.js'
 import { parseManifest, parseShard, relativeToInput, type ManifestEntry } from './shard.js'
@@ -69,6 +70,9 @@ async function main(argv: string[]): Promise<number> {
         if (argv.throttleRate < 0 || argv.throttleRate > 1) throw new UsageError('--throttle-rate must be between 0 and 1')
         await runLocalKms({ port: argv.port, stateFile: argv.state, createKey: argv.createKey, latencyMs: argv.latencyMs, throttleRate: argv.throttleRate, region: argv.region })
       })
+    .command('migrate', MIGRATE_DESCRIPTION, (y) => migrateOptions(y), async (argv) => {
+      exitCode = await runMigrate(argv as unknown as MigrateArgs)
+    })
     .command('merge-summaries <files..>', 'merge the --summary files of several workers into one', (y) =>
       y.positional('files', { type: 'string', array: true, describe: 'summary files' })
         .example('$0 merge-summaries summary-*.json > summary.json', 'sum counts, bytes and KMS calls of all shards'),

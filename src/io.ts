@@ -21,6 +21,8 @@ export interface InputItem {
   mode?: number
   mtimeMs?: number
   open(): Promise<ByteSource>
+  /** Deletes the input (`migrate --delete-source`); absent where that is not possible. */
+  remove?(): Promise<void>
 }
 
 export interface OutputWriter {
@@ -39,6 +41,8 @@ export interface OutputTarget {
   open(options: { mode: number; fsync: boolean; source?: { size?: number; mtimeMs?: number } }): Promise<OutputWriter>
   /** `--sync`: whether the output was made from a source of this size and mtime (sinks that record them). */
   isUpToDate?(input: InputItem): Promise<boolean>
+  /** Reads a committed output back (`migrate --delete-source` verifies it first). */
+  read?(): Promise<ByteSource>
 }
 
 /** Temporary outputs start with this; the planner never takes them as input. */
@@ -102,6 +106,7 @@ export function localFileInput(path: string, relPath: string, info: { size: numb
     mode: info.mode & 0o777,
     mtimeMs: info.mtimeMs,
     open: async () => createReadStream(path, { highWaterMark: READ_CHUNK }),
+    remove: () => unlink(path),
   }
 }
 
@@ -120,6 +125,7 @@ export function localFileOutput(path: string): OutputTarget {
         return false
       }
     },
+    read: async () => createReadStream(path, { highWaterMark: READ_CHUNK }),
     open: async ({ mode, fsync }) => {
       const dir = dirname(path)
       await mkdir(dir, { recursive: true })

@@ -227,19 +227,26 @@ function kmsClientProvider(spec: WrappingKeySpec, options: KeyringOptions, kmsCl
     const cacheKey = `${effectiveRegion ?? ''}\u0000${spec.profile ?? ''}`
     let client = kmsClients.get(cacheKey)
     if (!client) {
-      client = new KMS({
-        ...(effectiveRegion ? { region: effectiveRegion } : {}),
-        ...(spec.profile ? { profile: spec.profile } : {}),
-        // Throttling and 5xx are retried by the SDK's standard strategy (exponential backoff with jitter);
-        // more attempts than the default 3 keep a busy account's batch from failing on a burst.
-        maxAttempts: 8,
-        ...options.kmsClientConfig,
-      })
-      countCalls(client, options.kmsCalls)
+      client = createKmsClient({ region: effectiveRegion, profile: spec.profile, kmsCalls: options.kmsCalls, kmsClientConfig: options.kmsClientConfig })
       kmsClients.set(cacheKey, client)
     }
     return client
   }
+}
+
+/** A KMS client from the standard chain (endpoint, credentials, region), counting its calls into `kmsCalls`.
+ *  Used for the wrapping keys and by `migrate` to unwrap legacy data keys. */
+export function createKmsClient(options: { region?: string; profile?: string; kmsCalls: KmsCallCounts; kmsClientConfig?: Record<string, unknown> }): KMS {
+  const client = new KMS({
+    ...(options.region ? { region: options.region } : {}),
+    ...(options.profile ? { profile: options.profile } : {}),
+    // Throttling and 5xx are retried by the SDK's standard strategy (exponential backoff with jitter);
+    // more attempts than the default 3 keep a busy account's batch from failing on a burst.
+    maxAttempts: 8,
+    ...options.kmsClientConfig,
+  })
+  countCalls(client, options.kmsCalls)
+  return client
 }
 
 function countCalls(client: KMS, counts: KmsCallCounts): void {

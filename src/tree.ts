@@ -11,7 +11,7 @@ import { parseAlgorithm, parseCommitmentPolicy, type CommitmentPolicyName } from
 import { jsEngine } from './engine-js.js'
 import { sdkEngine, type ByteSource, type EncryptMessageOptions, type Engine, type MessageResult, type ParsedHeader } from './engine.js'
 import { describeError, EnvcryptError, IntegrityError, InterruptedError, UsageError } from './errors.js'
-import { lazyWriter, type OutputWriter } from './io.js'
+import { lazyWriter, type InputItem, type OutputWriter } from './io.js'
 import { buildKeyring, parseWrappingKeySpec, type KmsCallCounts, type WrappingKeySpec } from './keys.js'
 import { buildMaterialsManager, type CachingSettings } from './materials.js'
 import { metadataRecord, openMetadataSink, type Mode } from './metadata.js'
@@ -88,6 +88,26 @@ export interface EncryptTreeOptions extends CommonTreeOptions {
   frameLength?: number
   /** Base64-encode the output (`--encode`). */
   encode?: boolean
+  /** Turns each input's bytes into the plaintext to encrypt (`migrate` decodes legacy formats here). */
+  transformSource?: SourceTransformer
+  /** Inputs for which this returns false are left out of the run entirely (not counted). */
+  selectInput?: (input: InputItem) => boolean
+}
+
+// ---- the source-transformer hook (used by migrate.ts) ----
+export type SourceTransformer = (input: InputItem, raw: ByteSource) => Promise<TransformedSource>
+
+export interface TransformedSource {
+  source: ByteSource
+  /** Exact plaintext size if known (caching needs it); the input's own size no longer applies. */
+  plaintextLength?: number
+  /** Runs once the output is committed, before the file counts as done; a throw marks the file failed. */
+  afterCommit?: (output: CommittedOutput) => Promise<void>
+}
+
+export interface CommittedOutput {
+  /** Decrypts the message just written, with this run's keyring, into `sink`. */
+  decryptInto(sink: Writable): Promise<MessageResult>
 }
 
 export interface DecryptTreeOptions extends CommonTreeOptions {
@@ -159,7 +179,7 @@ async function runTree(mode: Mode, options: EncryptTreeOptions & DecryptTreeOpti
 
   const specs = options.wrappingKeys.map((spec) => (Array.isArray(spec) ? parseWrappingKeySpec(spec) : spec))
   const kmsCalls: KmsCallCounts = {}
-  const planned = await planFiles(
+  const allPlanned = await planFiles(
     {
       inputs: options.inputs,
       output: options.output,
@@ -173,6 +193,7 @@ async function runTree(mode: Mode, options: EncryptTreeOptions & DecryptTreeOpti
     },
     options.stores,
   )
+  const planned = options.selectInput ? allPlanned.filter((file) => options.selectInput!(file.input)) : allPlanned
   if (options.dryRun) return dryRunSummary(mode, planned, options, started)
   const keyringSetup = buildKeyring(specs, direction, { kmsCalls, warn, kmsClientConfig: options.kmsClientConfig })
   const cmm = buildMaterialsManager(keyringSetup.keyring, options.caching)
@@ -220,6 +241,8 @@ async function runTree(mode: Mode, options: EncryptTreeOptions & DecryptTreeOpti
       openSources.add(opened)
       let source = opened
       if (mode !== 'encrypt' && options.decode) source = base64Decode(source)
+      const transformed = mode === 'encrypt' && options.transformSource ? await options.transformSource(file.input, source) : undefined
+      if (transformed) source = transformed.source
       const outputMode = file.input.mode ?? (mode === 'encrypt' ? 0o644 & ~process.umask() : 0o600)
       writer = lazyWriter(() => file.output.open({ mode: outputMode, fsync: options.fsync ?? false, source: { size: file.input.size, mtimeMs: file.input.mtimeMs } }))
       inFlight.add(writer)
@@ -231,7 +254,7 @@ async function runTree(mode: Mode, options: EncryptTreeOptions & DecryptTreeOpti
         suiteId,
         frameLength,
         encryptionContext: options.encryptionContext ?? {},
-        plaintextLength: file.input.size,
+        plaintextLength: transformed ? transformed.plaintextLength : file.input.size,
         maxEncryptedDataKeys: options.maxEncryptedDataKeys ?? false,
       }
       const result = await untilAborted(options.signal, stage
@@ -253,6 +276,12 @@ async function runTree(mode: Mode, options: EncryptTreeOptions & DecryptTreeOpti
       header = result.header
       await writer.commit({ noClobber: options.noOverwrite ?? false })
       inFlight.delete(writer)
+      await transformed?.afterCommit?.({
+        decryptInto: async (sink) => {
+          if (!file.output.read) throw new EnvcryptError(`cannot read ${file.output.display} back to verify it`)
+          return engine.decrypt(await file.output.read(), sink, { cmm, commitmentPolicy, maxEncryptedDataKeys: options.maxEncryptedDataKeys ?? false })
+        },
+      })
       event.bytesIn = result.bytesIn
       event.bytesOut = result.bytesOut
       summary.files_ok++
