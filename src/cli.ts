@@ -103,7 +103,7 @@ function mainOptions(y: Argv) {
     .option('fsync', { type: 'boolean', describe: 'flush each output and its directory to disk around the rename' })
     .option('summary', { type: 'string', describe: 'write a JSON run summary to FILE or - (stdout)' })
     .option('follow-symlinks', { type: 'boolean', describe: 'follow symlinks that point outside the input directory' })
-    .option('engine', { type: 'string', choices: ['js', 'sdk'], describe: 'message engine: js (fast, default) or sdk (the SDK streams, reference)' })
+    .option('engine', { type: 'string', choices: ['pool', 'js', 'sdk'], describe: 'message engine: pool (the js frame loop on worker threads, default with 2+ cores), js (in-thread) or sdk (the SDK streams, reference)' })
 }
 
 interface MainArgs {
@@ -137,7 +137,7 @@ interface MainArgs {
   fsync?: boolean
   summary?: string
   followSymlinks?: boolean
-  engine?: 'js' | 'sdk'
+  engine?: 'pool' | 'js' | 'sdk'
 }
 
 async function runMain(args: MainArgs): Promise<number> {

@@ -8,7 +8,8 @@ import pLimit from 'p-limit'
 import type { MessageHeader } from '@aws-crypto/client-node'
 import { parseAlgorithm, parseCommitmentPolicy, type CommitmentPolicyName } from './algorithms.js'
 import { jsEngine } from './engine-js.js'
-import { sdkEngine, type ByteSource, type Engine, type ParsedHeader } from './engine.js'
+import { sdkEngine, type ByteSource, type DecryptMessageOptions, type EncryptMessageOptions, type Engine, type MessageResult, type ParsedHeader } from './engine.js'
+import { isFileEngine, poolEngine } from './engine-pool.js'
 import { describeError, EnvcryptError, IntegrityError, InterruptedError, UsageError } from './errors.js'
 import { lazyWriter, type OutputWriter } from './io.js'
 import { buildKeyring, parseWrappingKeySpec, type KmsCallCounts, type WrappingKeySpec } from './keys.js'
@@ -44,7 +45,7 @@ export interface CommonTreeOptions {
   confirmOverwrite?: (path: string) => Promise<boolean>
   fsync?: boolean
   followSymlinks?: boolean
-  engine?: 'js' | 'sdk'
+  engine?: 'pool' | 'js' | 'sdk'
   /** Extra KMS client settings (endpoint overrides in tests and benchmarks). */
   kmsClientConfig?: Record<string, unknown>
   /** Remote stores (S3) the planner may use. */
@@ -100,7 +101,7 @@ export interface TreeSummary {
 
 export const defaultJobs = () => Math.max(4, availableParallelism() * 2)
 
-const ENGINES: Record<string, Engine> = { js: jsEngine, sdk: sdkEngine }
+const ENGINES: Record<string, Engine> = { js: jsEngine, sdk: sdkEngine, pool: poolEngine }
 
 /** Register another engine implementation (the fast engine registers itself). */
 export function registerEngine(engine: Engine): void {
@@ -151,7 +152,7 @@ async function runTree(mode: Mode, options: EncryptTreeOptions & DecryptTreeOpti
 
   const summary: TreeSummary = { files_ok: 0, files_failed: 0, files_skipped: 0, bytes_in: 0, bytes_out: 0, seconds: 0, failures: [], kms_calls: kmsCalls }
   const limit = pLimit(jobs)
-  const inFlight = new Set<OutputWriter>()
+  const inFlight = new Set<Pick<OutputWriter, 'abort'>>()
   const onAbort = () => {
     for (const writer of inFlight) void writer.abort()
   }
@@ -162,7 +163,7 @@ async function runTree(mode: Mode, options: EncryptTreeOptions & DecryptTreeOpti
     const event: FileEvent = { input: file.input.display, output: file.output.display, status: 'ok', bytesIn: 0, bytesOut: 0 }
     let header: MessageHeader | undefined
     let parsed: ParsedHeader | undefined
-    let writer: OutputWriter | undefined
+    let writer: Pick<OutputWriter, 'commit' | 'abort'> | undefined
     try {
       if ((options.skipExisting || options.noOverwrite || options.confirmOverwrite) && (await file.output.exists())) {
         if (options.noOverwrite && !options.skipExisting) throw new EnvcryptError(`output ${file.output.display} already exists (--no-overwrite)`)
@@ -173,35 +174,55 @@ async function runTree(mode: Mode, options: EncryptTreeOptions & DecryptTreeOpti
           return
         }
       }
-      let source: ByteSource = await file.input.open()
-      if (mode !== 'encrypt' && options.decode) source = base64Decode(source)
       const outputMode = file.input.mode ?? (mode === 'encrypt' ? 0o644 & ~process.umask() : 0o600)
-      writer = lazyWriter(() => file.output.open({ mode: outputMode, fsync: options.fsync ?? false }))
-      inFlight.add(writer)
-      if (options.signal?.aborted) throw new InterruptedError('SIGTERM')
-      const { stream: sinkStream, done: sinkDone } = mode === 'encrypt' && options.encode ? base64EncodeInto(writer.stream) : { stream: writer.stream, done: Promise.resolve() }
-      const result = mode === 'encrypt'
-        ? await engine.encrypt(source, sinkStream, {
-            cmm,
-            commitmentPolicy,
-            suiteId,
-            frameLength,
-            encryptionContext: options.encryptionContext ?? {},
-            plaintextLength: file.input.size,
-            maxEncryptedDataKeys: options.maxEncryptedDataKeys ?? false,
-          })
-        : await engine.decrypt(source, sinkStream, {
-            cmm,
-            commitmentPolicy,
-            signaturePolicy: mode === 'decrypt-unsigned' ? 'forbid-signed' : 'allow',
-            maxEncryptedDataKeys: options.maxEncryptedDataKeys ?? false,
-            maxBodySize: options.maxLength,
-            onHeader: (p) => {
-              parsed = p
-              checkRequiredContext(p.header.encryptionContext, options.requiredContext)
-            },
-          })
-      await sinkDone
+      const encryptOptions: EncryptMessageOptions = {
+        cmm,
+        commitmentPolicy,
+        suiteId,
+        frameLength,
+        encryptionContext: options.encryptionContext ?? {},
+        plaintextLength: file.input.size,
+        maxEncryptedDataKeys: options.maxEncryptedDataKeys ?? false,
+      }
+      const decryptOptions: DecryptMessageOptions = {
+        cmm,
+        commitmentPolicy,
+        signaturePolicy: mode === 'decrypt-unsigned' ? 'forbid-signed' : 'allow',
+        maxEncryptedDataKeys: options.maxEncryptedDataKeys ?? false,
+        maxBodySize: options.maxLength,
+        onHeader: (p) => {
+          parsed = p
+          checkRequiredContext(p.header.encryptionContext, options.requiredContext)
+        },
+      }
+      let result: MessageResult
+      const { localPath } = file.input
+      const { openTemporary } = file.output
+      if (isFileEngine(engine) && localPath !== undefined && openTemporary && !options.encode && !options.decode) {
+        // Local file to local file: the engine's worker reads and writes the files; we only commit.
+        const openOutput = async () => {
+          const temporary = await openTemporary({ mode: outputMode, fsync: options.fsync ?? false })
+          writer = temporary
+          inFlight.add(temporary)
+          if (options.signal?.aborted) throw new InterruptedError('SIGTERM')
+          return temporary.path
+        }
+        const fileOptions = { fsync: options.fsync ?? false, signal: options.signal }
+        result = mode === 'encrypt'
+          ? await engine.encryptFile(localPath, openOutput, { ...encryptOptions, ...fileOptions })
+          : await engine.decryptFile(localPath, openOutput, { ...decryptOptions, ...fileOptions })
+      } else {
+        let source: ByteSource = await file.input.open()
+        if (mode !== 'encrypt' && options.decode) source = base64Decode(source)
+        const streamWriter = lazyWriter(() => file.output.open({ mode: outputMode, fsync: options.fsync ?? false }))
+        writer = streamWriter
+        inFlight.add(streamWriter)
+        if (options.signal?.aborted) throw new InterruptedError('SIGTERM')
+        const { stream: sinkStream, done: sinkDone } = mode === 'encrypt' && options.encode ? base64EncodeInto(streamWriter.stream) : { stream: streamWriter.stream, done: Promise.resolve() }
+        result = mode === 'encrypt' ? await engine.encrypt(source, sinkStream, encryptOptions) : await engine.decrypt(source, sinkStream, decryptOptions)
+        await sinkDone
+      }
+      if (!writer) throw new EnvcryptError('internal: the engine wrote no output')
       header = result.header
       await writer.commit({ noClobber: options.noOverwrite ?? false })
       inFlight.delete(writer)
@@ -245,7 +266,8 @@ async function runTree(mode: Mode, options: EncryptTreeOptions & DecryptTreeOpti
 }
 
 function defaultEngineName(): string {
-  return process.env.ENVCRYPT_ENGINE ?? 'js'
+  // Worker threads pay off only with a second core; the in-thread js engine is the same frame loop.
+  return process.env.ENVCRYPT_ENGINE ?? (availableParallelism() > 1 ? 'pool' : 'js')
 }
 
 function checkRequiredContext(context: Readonly<Record<string, string>>, required?: Record<string, string | null>): void {
