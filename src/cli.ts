@@ -15,6 +15,7 @@ import { parseCachingSpec } from './materials.js'
 import { canonicalJson } from './metadata.js'
 import { keygen } from './keygen.js'
 import { runLocalKms } from './local-kms.js'
+import { benchCommand, benchMain, type BenchArgs } from './bench.js'
 import { decryptTree, encryptTree, defaultJobs, type FileEvent, type TreeSummary } from './tree.js'
 import { VERSION } from './version.js'
 
@@ -58,6 +59,8 @@ async function main(argv: string[]): Promise<number> {
         if (argv.throttleRate < 0 || argv.throttleRate > 1) throw new UsageError('--throttle-rate must be between 0 and 1')
         await runLocalKms({ port: argv.port, stateFile: argv.state, createKey: argv.createKey, latencyMs: argv.latencyMs, throttleRate: argv.throttleRate, region: argv.region })
       })
+    .command('bench', 'measure encrypt/decrypt throughput and KMS calls, without and with caching (local KMS by default)', (y) => benchCommand(y),
+      async (argv) => benchMain(argv as unknown as BenchArgs))
     .strict()
     .help()
     .alias('h', 'help')

@@ -265,7 +265,8 @@ async function runTree(mode: Mode, options: EncryptTreeOptions & DecryptTreeOpti
   return summary
 }
 
-function defaultEngineName(): string {
+/** The engine used when none is named: ENVCRYPT_ENGINE, else the worker pool when there is a second core. */
+export function defaultEngineName(): string {
   // Worker threads pay off only with a second core; the in-thread js engine is the same frame loop.
   return process.env.ENVCRYPT_ENGINE ?? (availableParallelism() > 1 ? 'pool' : 'js')
 }
