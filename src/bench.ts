@@ -201,11 +201,13 @@ export async function runBench(options: BenchOptions, log: (line: string) => voi
   if (!Number.isInteger(options.files) || options.files < 1) throw new UsageError('--files must be a positive integer')
   if (!Number.isInteger(options.fileSize) || options.fileSize < 0) throw new UsageError('--file-size must be a non-negative integer')
   if (!Number.isInteger(options.repeat) || options.repeat < 1) throw new UsageError('--repeat must be a positive integer')
+  // Progress (and these notes) on a terminal only; silent otherwise.
+  const interactive = !options.json && Boolean(process.stderr.isTTY)
   const work = mkdtempSync(join(tmpdir(), 'envcrypt-bench-'))
   const dataDir = options.dir ?? join(work, 'data')
   let kms: LocalKms | undefined
   try {
-    if (!options.json) log(`envcrypt bench: preparing ${options.dir && existsSync(options.dir) ? 'the dataset in ' + options.dir : `${options.files} files of ${prettyBytes(options.fileSize)}`}`)
+    if (interactive) log(`envcrypt bench: preparing ${options.dir && existsSync(options.dir) ? 'the dataset in ' + options.dir : `${options.files} files of ${prettyBytes(options.fileSize)}`}`)
     const names = prepareDataset(dataDir, options.files, options.fileSize)
     const bytes = names.reduce((sum, name) => sum + statSync(join(dataDir, name)).size, 0)
 
@@ -218,10 +220,9 @@ export async function runBench(options: BenchOptions, log: (line: string) => voi
       env = { AWS_ENDPOINT_URL_KMS: kms.endpoint, AWS_REGION: 'us-east-1', AWS_ACCESS_KEY_ID: 'AKIDLOCALBENCH', AWS_SECRET_ACCESS_KEY: 'local-bench-secret', AWS_PROFILE: '' }
     }
 
-    if (!options.json) log('envcrypt bench: measuring the machine reference (one core)')
+    if (interactive) log('envcrypt bench: measuring the machine reference (one core)')
     const reference = measureReference()
 
-    const showProgress = !options.json && Boolean(process.stderr.isTTY)
     const runs: BenchRun[] = []
     const plan: Array<{ engine: string; caching: false | CachingSettings }> = []
     for (const engine of options.engines) for (const caching of [false, options.caching] as const) plan.push({ engine, caching })
@@ -235,14 +236,14 @@ export async function runBench(options: BenchOptions, log: (line: string) => voi
         rmSync(decDir, { recursive: true, force: true })
         const common = [...keySpec, '--engine', engine, ...(caching ? ['--caching', ...cachingTokens(caching)] : []), ...(options.jobs ? ['-j', String(options.jobs)] : [])]
         for (const mode of ['encrypt', 'decrypt'] as const) {
-          const bar = showProgress ? new cliProgress.SingleBar({ format: `${mode.padEnd(7)} ${label.padEnd(14)} {bar} {value}/{total} files`, clearOnComplete: true }, cliProgress.Presets.shades_classic) : undefined
+          const bar = interactive ? new cliProgress.SingleBar({ format: `${mode.padEnd(7)} ${label.padEnd(14)} {bar} {value}/{total} files`, clearOnComplete: true }, cliProgress.Presets.shades_classic) : undefined
           bar?.start(names.length, 0)
           const args = mode === 'encrypt'
-            ? ['-e', '-r', '-i', dataDir, '-o', encDir, '--algorithm', options.algorithm, ...common, '--metadata-output', metadata, '--overwrite-metadata']
+            ? ['-e', '-r', '-i', dataDir, '-o', encDir, '--suffix', '', '--algorithm', options.algorithm, ...common, '--metadata-output', metadata, '--overwrite-metadata']
             : ['-d', '-r', '-i', encDir, '-o', decDir, '--suffix', '', ...common, '--metadata-output', metadata, '--overwrite-metadata']
           let result: ChildResult
           try {
-            result = await runChild(args, env, () => bar?.increment(), showProgress)
+            result = await runChild(args, env, () => bar?.increment(), interactive)
           } finally {
             bar?.stop()
           }
@@ -252,13 +253,13 @@ export async function runBench(options: BenchOptions, log: (line: string) => voi
             caching,
             engine,
             seconds: round(result.seconds, 3),
-            mb_per_s: round(bytes / 1e6 / result.seconds, 1),
+            mb_per_s: round(bytes / 1e6 / result.seconds, 2),
             files_per_s: round(names.length / result.seconds, 1),
             kms_calls: result.summary.kms_calls,
             distinct_data_keys: distinctDataKeys(metadata),
             peak_rss_mb: result.peakRssMb,
           })
-          if (!options.json) log(formatRun(runs[runs.length - 1]))
+          if (interactive) log(formatRun(runs[runs.length - 1]))
         }
         for (const name of names) {
           if (!sameFile(join(dataDir, name), join(decDir, name))) throw new Error(`round trip mismatch: ${name} (${label})`)
