@@ -7,7 +7,7 @@
 // Each run is its own process so that its peak RSS (read by a preload, bench-rss.ts) is its own.
 import { spawn } from 'node:child_process'
 import { createCipheriv, createHash, createSign, generateKeyPairSync, randomBytes } from 'node:crypto'
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, readSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { availableParallelism, cpus, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -27,6 +27,7 @@ const SIGNED = 'AES_256_GCM_HKDF_SHA512_COMMIT_KEY_ECDSA_P384'
 const UNSIGNED = 'AES_256_GCM_HKDF_SHA512_COMMIT_KEY'
 /** Random data is generated and written this much at a time. */
 const WRITE_CHUNK = 64 * 1024 * 1024
+const COMPARE_CHUNK = 4 * 1024 * 1024
 
 export interface BenchOptions {
   files: number
@@ -135,9 +136,22 @@ export function prepareDataset(dir: string, files: number, size: number): string
   return listDataset(dir)
 }
 
+/** Compare two files piece by piece, so verifying a large file does not grow this process. */
 function sameFile(a: string, b: string): boolean {
   if (statSync(a).size !== statSync(b).size) return false
-  return readFileSync(a).equals(readFileSync(b))
+  const [fa, fb] = [openSync(a, 'r'), openSync(b, 'r')]
+  try {
+    const [ba, bb] = [Buffer.allocUnsafe(COMPARE_CHUNK), Buffer.allocUnsafe(COMPARE_CHUNK)]
+    for (;;) {
+      const read = readSync(fa, ba, 0, COMPARE_CHUNK, null)
+      if (readSync(fb, bb, 0, COMPARE_CHUNK, null) !== read) return false
+      if (read === 0) return true
+      if (!ba.subarray(0, read).equals(bb.subarray(0, read))) return false
+    }
+  } finally {
+    closeSync(fa)
+    closeSync(fb)
+  }
 }
 
 // ---------- one run: the real CLI in a child process ----------
