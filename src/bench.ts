@@ -280,7 +280,8 @@ export async function runBench(options: BenchOptions, log: (line: string) => voi
         }
       }
     }
-    return { files: names.length, file_size: options.fileSize, bytes, algorithm: options.algorithm, latency_ms: kms ? options.latencyMs : null, runs, reference }
+    // A reused --dir reports its own files, not the generation options.
+    return { files: names.length, file_size: Math.round(bytes / names.length), bytes, algorithm: options.algorithm, latency_ms: kms ? options.latencyMs : null, runs, reference }
   } finally {
     await kms?.close()
     rmSync(work, { recursive: true, force: true })
