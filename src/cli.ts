@@ -16,6 +16,7 @@ import { canonicalJson } from './metadata.js'
 import { keygen } from './keygen.js'
 import { runLocalKms } from './local-kms.js'
 import { MIGRATE_DESCRIPTION, migrateOptions, runMigrate, type MigrateArgs } from './migrate-cli.js'
+import { benchCommand, benchMain, type BenchArgs } from './bench.js'
 import { decryptTree, encryptTree, defaultJobs, type FileEvent, type TreeSummary } from './tree.js'
 import { VERSION } from './version.js'
 import { parseManifest, parseShard, relativeToInput, type ManifestEntry } from './shard.js'
@@ -91,6 +92,8 @@ async function main(argv: string[]): Promise<number> {
     .command(inspectCommand((code) => (exitCode = code)))
     .command(reportCommand())
     .completion('completion', 'print a bash/zsh completion script (add it with: envcrypt completion >> ~/.bashrc)')
+    .command('bench', 'measure encrypt/decrypt throughput and KMS calls, without and with caching (local KMS by default)', (y) => benchCommand(y),
+      async (argv) => benchMain(argv as unknown as BenchArgs))
     .strict()
     .help()
     .alias('h', 'help')
@@ -140,7 +143,7 @@ function mainOptions(y: Argv) {
     .option('shard-index-env', { type: 'string', describe: 'read the shard index from this environment variable' })
     .option('shard-count', { type: 'number', describe: 'number of shards, with --shard env or --shard-index-env' })
     .option('manifest', { type: 'string', describe: 'work list instead of listing: one relative path per line, or an S3 Inventory CSV' })
-    .option('engine', { type: 'string', choices: ['js', 'sdk'], describe: 'message engine: js (fast, default) or sdk (the SDK streams, reference)' })
+    .option('engine', { type: 'string', choices: ['pool', 'js', 'sdk'], describe: 'message engine: pool (the js frame loop on worker threads, default with 2+ cores), js (in-thread) or sdk (the SDK streams, reference)' })
     .option('dry-run', { alias: 'n', type: 'boolean', describe: 'print what would be done (encrypt IN -> OUT per file); read no key, write nothing' })
     // S3 (s3://bucket/prefix inputs and outputs)
     .option('sync', { type: 'boolean', describe: 'S3 output: skip files whose object records the same source size and mtime (as aws s3 sync)' })
@@ -183,7 +186,7 @@ interface MainArgs {
   fsync?: boolean
   summary?: string
   followSymlinks?: boolean
-  engine?: 'js' | 'sdk'
+  engine?: 'pool' | 'js' | 'sdk'
   sync?: boolean
   sse?: string
   sseKmsKeyId?: string

@@ -7,16 +7,9 @@
 //     authenticated, signature included (decrypt);
 //   - on any failure it rejects and never ends `output`; the caller destroys/aborts the sink.
 import type { Writable } from 'node:stream'
-import {
-  buildClient,
-  CommitmentPolicy,
-  SignaturePolicy,
-  type AlgorithmSuiteIdentifier,
-  type NodeMaterialsManager,
-  type MessageHeader,
-} from '@aws-crypto/client-node'
+import type { AlgorithmSuiteIdentifier, NodeMaterialsManager, MessageHeader } from '@aws-crypto/client-node'
 import { deserializeFactory } from '@aws-crypto/serialize'
-import { NodeAlgorithmSuite } from '@aws-crypto/material-management-node'
+import { CommitmentPolicy, NodeAlgorithmSuite, SignaturePolicy } from '@aws-crypto/material-management-node'
 import { EnvcryptError } from './errors.js'
 
 export type ByteSource = AsyncIterable<Uint8Array>
@@ -184,6 +177,12 @@ async function* prepend(first: Uint8Array, rest: AsyncIterator<Uint8Array>): Asy
 
 // ---------- the reference engine: the SDK's own streams ----------
 
+// Loaded on first use: the pool engine's worker threads import this module's helpers and should not pay for
+// the whole client (with the KMS SDK) at start-up.
+const buildClient: typeof import('@aws-crypto/client-node').buildClient = (...args) => clientNode!.buildClient(...args)
+let clientNode: typeof import('@aws-crypto/client-node') | undefined
+const loadClient = async () => (clientNode ??= await import('@aws-crypto/client-node'))
+
 /** Runs the SDK's stream `sdkStream`, feeding it `input` and copying its output into `output`. */
 async function pumpThrough(
   sdkStream: NodeJS.ReadWriteStream & { on(event: string, fn: (...args: any[]) => void): unknown },
@@ -245,6 +244,7 @@ export const sdkEngine: Engine = {
   name: 'sdk',
 
   async encrypt(input, output, options) {
+    await loadClient()
     const client = buildClient({ commitmentPolicy: options.commitmentPolicy, maxEncryptedDataKeys: options.maxEncryptedDataKeys ?? false })
     const stream = client.encryptStream(options.cmm, {
       suiteId: options.suiteId,
@@ -267,6 +267,7 @@ export const sdkEngine: Engine = {
     const iterator = input[Symbol.asyncIterator]()
     const { parsed, buffered } = await readHeader(iterator, maxEdks)
     if (options.onHeader) await options.onHeader(parsed)
+    await loadClient()
     const client = buildClient({ commitmentPolicy: options.commitmentPolicy, maxEncryptedDataKeys: maxEdks })
     const streamOptions = options.maxBodySize ? { maxBodySize: options.maxBodySize } : undefined
     const stream = options.signaturePolicy === 'forbid-signed'

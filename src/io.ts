@@ -20,6 +20,8 @@ export interface InputItem {
   /** Permission bits of a local file; outputs never get wider ones. */
   mode?: number
   mtimeMs?: number
+  /** A local file's path, for engines that read it in another thread. */
+  localPath?: string
   open(): Promise<ByteSource>
   /** Deletes the input (`migrate --delete-source`); absent where that is not possible. */
   remove?(): Promise<void>
@@ -43,6 +45,13 @@ export interface OutputTarget {
   isUpToDate?(input: InputItem): Promise<boolean>
   /** Reads a committed output back (`migrate --delete-source` verifies it first). */
   read?(): Promise<ByteSource>
+  /** Local files only: an empty temporary (mode 0600) for a writer in another thread, with the same
+   *  commit/abort as `open`; the writer must have closed it before `commit`. */
+  openTemporary?(options: { mode: number; fsync: boolean }): Promise<TemporaryWriter>
+}
+
+export interface TemporaryWriter extends Omit<OutputWriter, 'stream'> {
+  path: string
 }
 
 /** Temporary outputs start with this; the planner never takes them as input. */
@@ -105,6 +114,7 @@ export function localFileInput(path: string, relPath: string, info: { size: numb
     size: info.size,
     mode: info.mode & 0o777,
     mtimeMs: info.mtimeMs,
+    localPath: path,
     open: async () => createReadStream(path, { highWaterMark: READ_CHUNK }),
     remove: () => unlink(path),
   }
@@ -138,37 +148,63 @@ export function localFileOutput(path: string): OutputTarget {
         stream.once('error', reject)
       })
       liveTemporaries.add(temporary)
-      let state: 'open' | 'committed' | 'aborted' = 'open'
+      const renamer = temporaryRenamer(temporary, path, { mode, fsync })
       return {
         stream,
-        async commit({ noClobber }) {
-          if (state !== 'open') throw new EnvcryptError(`output ${path} already ${state}`)
-          await finished(stream)
-          await chmod(temporary, mode & 0o777)
-          if (noClobber) {
-            // link() fails with EEXIST instead of replacing: no window where another writer's file is lost.
-            try {
-              await link(temporary, path)
-            } catch (err) {
-              if ((err as NodeJS.ErrnoException).code === 'EEXIST') throw new EnvcryptError(`output ${path} already exists (not overwritten)`)
-              throw err
-            }
-            await unlink(temporary)
-          } else {
-            await rename(temporary, path)
-          }
-          liveTemporaries.delete(temporary)
-          state = 'committed'
-          if (fsync) await fsyncDirectory(dir)
+        async commit(options) {
+          await renamer.commit(options, () => finished(stream))
         },
         async abort() {
-          if (state === 'committed') return
-          state = 'aborted'
-          stream.destroy()
-          await unlink(temporary).catch(() => undefined)
-          liveTemporaries.delete(temporary)
+          await renamer.abort(() => stream.destroy())
         },
       }
+    },
+    openTemporary: async ({ mode, fsync }) => {
+      const dir = dirname(path)
+      await mkdir(dir, { recursive: true })
+      const temporary = join(dir, `${TEMP_PREFIX}${randomBytes(8).toString('hex')}`)
+      await (await open(temporary, 'wx', 0o600)).close()
+      liveTemporaries.add(temporary)
+      const renamer = temporaryRenamer(temporary, path, { mode, fsync })
+      return {
+        path: temporary,
+        commit: (options) => renamer.commit(options, async () => undefined),
+        abort: () => renamer.abort(() => undefined),
+      }
+    },
+  }
+}
+
+/** Commit (chmod, then rename or no-clobber link into place) or abort (unlink) one temporary, once. */
+function temporaryRenamer(temporary: string, path: string, { mode, fsync }: { mode: number; fsync: boolean }) {
+  let state: 'open' | 'committed' | 'aborted' = 'open'
+  return {
+    async commit({ noClobber }: { noClobber: boolean }, flushed: () => Promise<unknown>) {
+      if (state !== 'open') throw new EnvcryptError(`output ${path} already ${state}`)
+      await flushed()
+      await chmod(temporary, mode & 0o777)
+      if (noClobber) {
+        // link() fails with EEXIST instead of replacing: no window where another writer's file is lost.
+        try {
+          await link(temporary, path)
+        } catch (err) {
+          if ((err as NodeJS.ErrnoException).code === 'EEXIST') throw new EnvcryptError(`output ${path} already exists (not overwritten)`)
+          throw err
+        }
+        await unlink(temporary)
+      } else {
+        await rename(temporary, path)
+      }
+      liveTemporaries.delete(temporary)
+      state = 'committed'
+      if (fsync) await fsyncDirectory(dirname(path))
+    },
+    async abort(closeWriter: () => void) {
+      if (state === 'committed') return
+      state = 'aborted'
+      closeWriter()
+      await unlink(temporary).catch(() => undefined)
+      liveTemporaries.delete(temporary)
     },
   }
 }

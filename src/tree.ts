@@ -9,7 +9,8 @@ import pLimit from 'p-limit'
 import type { MessageHeader } from '@aws-crypto/client-node'
 import { parseAlgorithm, parseCommitmentPolicy, type CommitmentPolicyName } from './algorithms.js'
 import { jsEngine } from './engine-js.js'
-import { sdkEngine, type ByteSource, type EncryptMessageOptions, type Engine, type MessageResult, type ParsedHeader } from './engine.js'
+import { sdkEngine, type ByteSource, type DecryptMessageOptions, type EncryptMessageOptions, type Engine, type MessageResult, type ParsedHeader } from './engine.js'
+import { isFileEngine, poolEngine } from './engine-pool.js'
 import { describeError, EnvcryptError, IntegrityError, InterruptedError, UsageError } from './errors.js'
 import { lazyWriter, type InputItem, type OutputWriter } from './io.js'
 import { buildKeyring, parseWrappingKeySpec, type KmsCallCounts, type WrappingKeySpec } from './keys.js'
@@ -49,7 +50,7 @@ export interface CommonTreeOptions {
   confirmOverwrite?: (path: string) => Promise<boolean>
   fsync?: boolean
   followSymlinks?: boolean
-  engine?: 'js' | 'sdk'
+  engine?: 'pool' | 'js' | 'sdk'
   /** Extra KMS client settings (endpoint overrides in tests and benchmarks). */
   kmsClientConfig?: Record<string, unknown>
   /** Process only this shard of the inputs (`--shard I/N`). */
@@ -147,7 +148,7 @@ export interface TreeSummary {
 
 export const defaultJobs = () => Math.max(4, availableParallelism() * 2)
 
-const ENGINES: Record<string, Engine> = { js: jsEngine, sdk: sdkEngine }
+const ENGINES: Record<string, Engine> = { js: jsEngine, sdk: sdkEngine, pool: poolEngine }
 
 /** Register another engine implementation (the fast engine registers itself). */
 export function registerEngine(engine: Engine): void {
@@ -203,7 +204,7 @@ async function runTree(mode: Mode, options: EncryptTreeOptions & DecryptTreeOpti
 
   const summary: TreeSummary = { files_ok: 0, files_failed: 0, files_skipped: 0, bytes_in: 0, bytes_out: 0, seconds: 0, failures: [], kms_calls: kmsCalls }
   const limit = pLimit(jobs)
-  const inFlight = new Set<OutputWriter>()
+  const inFlight = new Set<Pick<OutputWriter, 'abort'>>()
   const openSources = new Set<ByteSource>()
   const onAbort = () => {
     for (const writer of inFlight) void writer.abort()
@@ -219,8 +220,9 @@ async function runTree(mode: Mode, options: EncryptTreeOptions & DecryptTreeOpti
     const event: FileEvent = { input: file.input.display, output: file.output.display, status: 'ok', bytesIn: 0, bytesOut: 0 }
     let header: MessageHeader | undefined
     let parsed: ParsedHeader | undefined
-    let writer: OutputWriter | undefined
+    let writer: Pick<OutputWriter, 'commit' | 'abort'> | undefined
     let opened: ByteSource | undefined
+    let transformed: TransformedSource | undefined
     try {
       if (options.sync && (await file.output.isUpToDate?.(file.input))) {
         event.status = 'skipped'
@@ -237,42 +239,65 @@ async function runTree(mode: Mode, options: EncryptTreeOptions & DecryptTreeOpti
           return
         }
       }
-      opened = await file.input.open()
-      openSources.add(opened)
-      let source = opened
-      if (mode !== 'encrypt' && options.decode) source = base64Decode(source)
-      const transformed = mode === 'encrypt' && options.transformSource ? await options.transformSource(file.input, source) : undefined
-      if (transformed) source = transformed.source
       const outputMode = file.input.mode ?? (mode === 'encrypt' ? 0o644 & ~process.umask() : 0o600)
-      writer = lazyWriter(() => file.output.open({ mode: outputMode, fsync: options.fsync ?? false, source: { size: file.input.size, mtimeMs: file.input.mtimeMs } }))
-      inFlight.add(writer)
-      if (options.signal?.aborted) throw new InterruptedError('SIGTERM')
-      const { stream: sinkStream, done: sinkDone } = mode === 'encrypt' && options.encode ? base64EncodeInto(writer.stream) : { stream: writer.stream, done: Promise.resolve() }
       const encryptOptions: EncryptMessageOptions = {
         cmm,
         commitmentPolicy,
         suiteId,
         frameLength,
         encryptionContext: options.encryptionContext ?? {},
-        plaintextLength: transformed ? transformed.plaintextLength : file.input.size,
+        plaintextLength: file.input.size,
         maxEncryptedDataKeys: options.maxEncryptedDataKeys ?? false,
       }
-      const result = await untilAborted(options.signal, stage
-        ? stage.run(source, sinkStream, encryptOptions)
-        : mode === 'encrypt'
-        ? engine.encrypt(source, sinkStream, encryptOptions)
-        : engine.decrypt(source, sinkStream, {
-            cmm,
-            commitmentPolicy,
-            signaturePolicy: mode === 'decrypt-unsigned' ? 'forbid-signed' : 'allow',
-            maxEncryptedDataKeys: options.maxEncryptedDataKeys ?? false,
-            maxBodySize: options.maxLength,
-            onHeader: (p) => {
-              parsed = p
-              checkRequiredContext(p.header.encryptionContext, options.requiredContext)
-            },
-          }))
-      await sinkDone
+      const decryptOptions: DecryptMessageOptions = {
+        cmm,
+        commitmentPolicy,
+        signaturePolicy: mode === 'decrypt-unsigned' ? 'forbid-signed' : 'allow',
+        maxEncryptedDataKeys: options.maxEncryptedDataKeys ?? false,
+        maxBodySize: options.maxLength,
+        onHeader: (p) => {
+          parsed = p
+          checkRequiredContext(p.header.encryptionContext, options.requiredContext)
+        },
+      }
+      let result: MessageResult
+      const { localPath } = file.input
+      const { openTemporary } = file.output
+      const byFile = isFileEngine(engine) && localPath !== undefined && openTemporary && !options.encode && !options.decode && !stage && !options.transformSource
+      if (byFile) {
+        // Local file to local file: the engine's worker reads and writes the files; we only commit.
+        const openOutput = async () => {
+          const temporary = await openTemporary({ mode: outputMode, fsync: options.fsync ?? false })
+          writer = temporary
+          inFlight.add(temporary)
+          if (options.signal?.aborted) throw new InterruptedError('SIGTERM')
+          return temporary.path
+        }
+        const fileOptions = { fsync: options.fsync ?? false, signal: options.signal }
+        result = await untilAborted(options.signal, mode === 'encrypt'
+          ? engine.encryptFile(localPath, openOutput, { ...encryptOptions, ...fileOptions })
+          : engine.decryptFile(localPath, openOutput, { ...decryptOptions, ...fileOptions }))
+      } else {
+        opened = await file.input.open()
+        openSources.add(opened)
+        let source = opened
+        if (mode !== 'encrypt' && options.decode) source = base64Decode(source)
+        transformed = mode === 'encrypt' && options.transformSource ? await options.transformSource(file.input, source) : undefined
+        if (transformed) source = transformed.source
+        const streamWriter = lazyWriter(() => file.output.open({ mode: outputMode, fsync: options.fsync ?? false, source: { size: file.input.size, mtimeMs: file.input.mtimeMs } }))
+        writer = streamWriter
+        inFlight.add(streamWriter)
+        if (options.signal?.aborted) throw new InterruptedError('SIGTERM')
+        const { stream: sinkStream, done: sinkDone } = mode === 'encrypt' && options.encode ? base64EncodeInto(streamWriter.stream) : { stream: streamWriter.stream, done: Promise.resolve() }
+        const streamEncryptOptions = transformed ? { ...encryptOptions, plaintextLength: transformed.plaintextLength } : encryptOptions
+        result = await untilAborted(options.signal, stage
+          ? stage.run(source, sinkStream, streamEncryptOptions)
+          : mode === 'encrypt'
+          ? engine.encrypt(source, sinkStream, streamEncryptOptions)
+          : engine.decrypt(source, sinkStream, decryptOptions))
+        await sinkDone
+      }
+      if (!writer) throw new EnvcryptError('internal: the engine wrote no output')
       header = result.header
       await writer.commit({ noClobber: options.noOverwrite ?? false })
       inFlight.delete(writer)
@@ -338,8 +363,10 @@ function untilAborted<T>(signal: AbortSignal | undefined, work: Promise<T>): Pro
   })
 }
 
-function defaultEngineName(): string {
-  return process.env.ENVCRYPT_ENGINE ?? 'js'
+/** The engine used when none is named: ENVCRYPT_ENGINE, else the worker pool when there is a second core. */
+export function defaultEngineName(): string {
+  // Worker threads pay off only with a second core; the in-thread js engine is the same frame loop.
+  return process.env.ENVCRYPT_ENGINE ?? (availableParallelism() > 1 ? 'pool' : 'js')
 }
 
 export function checkRequiredContext(context: Readonly<Record<string, string>>, required?: Record<string, string | null>): void {
