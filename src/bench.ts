@@ -21,6 +21,7 @@ import { startLocalKms, type LocalKms } from './local-kms.js'
 import { parseCachingSpec, type CachingSettings } from './materials.js'
 import type { KmsCallCounts } from './keys.js'
 import { defaultEngineName } from './tree.js'
+import { renderBenchReport } from './report.js'
 
 export const DEFAULT_CACHING: CachingSettings = { capacity: 1, max_age: 10, max_messages_encrypted: 100 }
 const SIGNED = 'AES_256_GCM_HKDF_SHA512_COMMIT_KEY_ECDSA_P384'
@@ -328,6 +329,8 @@ export function benchCommand(y: Argv) {
     .option('unsigned', { type: 'boolean', describe: `the unsigned suite ${UNSIGNED}` })
     .option('algorithm', { type: 'string', describe: `any suite: ${ALGORITHM_NAMES.join(', ')}` })
     .option('jobs', { alias: 'j', type: 'number', describe: 'files in flight per run (default: the CLI default)' })
+    .option('report', { type: 'string', describe: 'also write a self-contained HTML page with charts of the runs to FILE.html' })
+    .example('$0 bench --report bench.html', 'the default benchmark, plus charts in bench.html')
     .example('$0 bench', '1 GiB as 200 files, encrypt and decrypt without and with caching')
     .example('$0 bench --files 10000 --file-size 4096 --json', 'many small files, as JSON')
 }
@@ -346,6 +349,7 @@ export interface BenchArgs {
   unsigned?: boolean
   algorithm?: string
   jobs?: number
+  report?: string
 }
 
 export async function benchMain(args: BenchArgs): Promise<void> {
@@ -364,4 +368,8 @@ export async function benchMain(args: BenchArgs): Promise<void> {
     json: Boolean(args.json),
   })
   process.stdout.write(args.json ? JSON.stringify(report) + '\n' : formatReport(report) + '\n')
+  if (args.report !== undefined) {
+    writeFileSync(args.report, renderBenchReport(report))
+    if (!args.json) process.stderr.write(`envcrypt bench: charts written to ${args.report}\n`)
+  }
 }

@@ -137,10 +137,7 @@ export function localFileOutput(path: string): OutputTarget {
     },
     read: async () => createReadStream(path, { highWaterMark: READ_CHUNK }),
     open: async ({ mode, fsync }) => {
-      const dir = dirname(path)
-      await mkdir(dir, { recursive: true })
-      await removeStaleTemporaries(dir)
-      const temporary = join(dir, `${TEMP_PREFIX}${HOST_TAG}-${process.pid}-${randomBytes(8).toString('hex')}`)
+      const temporary = await prepareTemporary(path)
       // 0600 while being written: the content may be plaintext and is not yet authenticated.
       const stream = createWriteStream(temporary, { flags: 'wx', mode: 0o600, highWaterMark: READ_CHUNK, flush: fsync } as any)
       await new Promise<void>((resolve, reject) => {
@@ -160,9 +157,7 @@ export function localFileOutput(path: string): OutputTarget {
       }
     },
     openTemporary: async ({ mode, fsync }) => {
-      const dir = dirname(path)
-      await mkdir(dir, { recursive: true })
-      const temporary = join(dir, `${TEMP_PREFIX}${randomBytes(8).toString('hex')}`)
+      const temporary = await prepareTemporary(path)
       await (await open(temporary, 'wx', 0o600)).close()
       liveTemporaries.add(temporary)
       const renamer = temporaryRenamer(temporary, path, { mode, fsync })
@@ -173,6 +168,14 @@ export function localFileOutput(path: string): OutputTarget {
       }
     },
   }
+}
+
+/** The output's directory exists, stale temporaries of dead processes are gone; a fresh temporary name beside `path`. */
+async function prepareTemporary(path: string): Promise<string> {
+  const dir = dirname(path)
+  await mkdir(dir, { recursive: true })
+  await removeStaleTemporaries(dir)
+  return join(dir, `${TEMP_PREFIX}${HOST_TAG}-${process.pid}-${randomBytes(8).toString('hex')}`)
 }
 
 /** Commit (chmod, then rename or no-clobber link into place) or abort (unlink) one temporary, once. */

@@ -1,15 +1,17 @@
 // `envcrypt bench` at a small size: the JSON shape, and that caching cut the GenerateDataKey calls as the
 // settings say. No timing assertions: the figures belong in the bench itself.
 import { describe, expect, it } from 'vitest'
-import { readdirSync } from 'node:fs'
+import { readFileSync, readdirSync } from 'node:fs'
 import { join } from 'node:path'
 import { runCli, tempDir } from './helpers/cli.js'
 
 describe('envcrypt bench', () => {
   it('--files 20 --file-size 10000 --json: four verified runs; caching at max_messages_encrypted=10 makes 2 data keys', async () => {
-    const dir = join(tempDir(), 'dataset')
+    const work = tempDir()
+    const dir = join(work, 'dataset')
+    const html = join(work, 'bench.html')
     const result = await runCli(['bench', '--files', '20', '--file-size', '10000', '--latency-ms', '1', '--dir', dir,
-      '--caching', 'capacity=1', 'max_age=10', 'max_messages_encrypted=10', '--json'])
+      '--caching', 'capacity=1', 'max_age=10', 'max_messages_encrypted=10', '--json', '--report', html])
     expect(result.stderr).toBe('')
     expect(result.code).toBe(0)
     const report = JSON.parse(result.stdout.toString())
@@ -35,6 +37,11 @@ describe('envcrypt bench', () => {
     expect(cachedEncrypt.kms_calls).toEqual({ GenerateDataKey: 2 })
     expect(cachedEncrypt.distinct_data_keys).toBe(2)
     expect(cachedDecrypt.kms_calls).toEqual({ Decrypt: 2 })
+    // --report writes the same runs as a self-contained page (rendering is checked in test/report.test.ts).
+    const page = readFileSync(html, 'utf8')
+    expect(page).toMatch(/<canvas/)
+    expect(page).not.toMatch(/<script[^>]+src=/)
+    expect(page).toContain(JSON.stringify(report.runs[0].kms_calls).slice(1, -1))
     // --dir keeps the dataset for the next run; nothing else is left in it.
     expect(readdirSync(dir)).toHaveLength(20)
   })
