@@ -4,12 +4,12 @@
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true'
 
 import { createInterface } from 'node:readline/promises'
-import { readFileSync, writeFileSync } from 'node:fs'
+import { readFileSync } from 'node:fs'
 import yargs, { type Argv } from 'yargs'
 import { hideBin } from 'yargs/helpers'
 import { ALGORITHM_NAMES, COMMITMENT_POLICIES, type CommitmentPolicyName } from './algorithms.js'
 import { expandArgfiles, groupRepeatedFlags, parseContextPairs, splitGroup } from './args.js'
-import { describeError, printable, UsageError } from './errors.js'
+import { describeError, UsageError } from './errors.js'
 import { removeLiveTemporaries } from './io.js'
 import { parseCachingSpec } from './materials.js'
 import { canonicalJson } from './metadata.js'
@@ -24,7 +24,7 @@ import type { Store } from './plan.js'
 import { mergeSummaries, readSummaryFile } from './summary.js'
 import { inspectCommand, reportCommand } from './cli-tools.js'
 import { describePlan } from './dry-run.js'
-import { createProgress, renderEndSummary, silentProgress } from './progress.js'
+import { checkOutputArgs, exitCodes, startSession } from './session.js'
 import { reencryptTree } from './reencrypt.js'
 
 const EXAMPLES: Array<[string, string]> = [
@@ -39,11 +39,10 @@ const EXAMPLES: Array<[string, string]> = [
   ['$0 -e -r -i data/ -o enc/ -w key=$KEY_ARN --caching capacity=1 max_age=10 max_messages_encrypted=100 --summary -', 'cache data keys; print KMS calls in the summary'],
 ]
 
-const exitCodes = { ok: 0, failed: 1, usage: 2 }
 
 async function main(argv: string[]): Promise<number> {
   const args = groupRepeatedFlags(expandArgfiles(argv))
-  let exitCode = exitCodes.ok
+  let exitCode: number = exitCodes.ok
   const parser = yargs(args)
     .scriptName('envcrypt')
     .version(VERSION)
@@ -212,14 +211,7 @@ async function runMain(args: MainArgs): Promise<number> {
   const encrypting = Boolean(args.encrypt)
   if (!args.input?.length) throw new UsageError('-i/--input is required')
   if (args.output === undefined) throw new UsageError('-o/--output is required')
-  if (args.metadataOutput === undefined && !args.suppressMetadata) {
-    throw new UsageError('name a metadata destination with --metadata-output FILE|- or suppress it with -S')
-  }
-  if (args.metadataOutput !== undefined && args.suppressMetadata) throw new UsageError('--metadata-output and -S/--suppress-metadata exclude each other')
-  if (args.output === '-' && (args.metadataOutput === '-' || args.summary === '-')) {
-    throw new UsageError('-o - writes the data to stdout: send --metadata-output/--summary to a file instead')
-  }
-  if (args.metadataOutput === '-' && args.summary === '-') throw new UsageError('--metadata-output - and --summary - cannot share stdout')
+  checkOutputArgs(args)
   if (args.caching && !args.caching.length) throw new UsageError('--caching needs capacity=N max_age=SECONDS')
   if (encrypting && (args.decode || args.buffer || args.maxLength !== undefined)) {
     throw new UsageError('--decode, --buffer and --max-length apply to decrypt only')
@@ -229,30 +221,8 @@ async function runMain(args: MainArgs): Promise<number> {
   }
   const contextTokens = (args.encryptionContext ?? []).flatMap(splitGroup)
   const context = parseContextPairs(contextTokens, !encrypting)
-  const verbosity = args.quiet ? -1 : args.verbose
-  const onTerminal = Boolean(process.stderr.isTTY) && verbosity >= 0 && !args.dryRun
-  const progress = onTerminal ? createProgress() : silentProgress
-  const warn = (message: string) => {
-    if (verbosity >= 0) progress.log(`envcrypt: warning: ${printable(message)}`)
-  }
-  const controller = new AbortController()
-  const onSignal = (signal: NodeJS.Signals) => {
-    if (controller.signal.aborted) {
-      // A second signal: stop now, but still leave no temporary behind.
-      removeLiveTemporaries()
-      process.exit(signal === 'SIGINT' ? 130 : 143)
-    }
-    if (verbosity >= 0) process.stderr.write(`envcrypt: ${signal}: stopping; in-flight outputs are removed\n`)
-    controller.abort(signal)
-  }
-  process.on('SIGINT', onSignal)
-  process.on('SIGTERM', onSignal)
-
-  const onFile = (event: FileEvent) => {
-    progress.onFile(event)
-    if (event.status === 'failed' && event.error !== 'interrupted') progress.log(`envcrypt: error: ${printable(event.input)}: ${event.error}`)
-    else if (verbosity >= 1) progress.log(`envcrypt: ${event.status}: ${printable(event.input)} -> ${printable(event.output)}`)
-  }
+  const session = startSession(args)
+  const { warn } = session
   const stores = await s3Stores(args, encrypting)
   const common = {
     stores,
@@ -276,10 +246,10 @@ async function runMain(args: MainArgs): Promise<number> {
     engine: args.engine,
     shard: parseShard(args),
     manifest: args.manifest !== undefined ? await loadManifest(args.manifest, args.input, stores, warn) : undefined,
-    signal: controller.signal,
+    signal: session.signal,
     warn,
-    onFile,
-    onPlan: progress.onPlan,
+    onFile: session.onFile,
+    onPlan: session.onPlan,
     dryRun: args.dryRun,
   }
   let summary: TreeSummary
@@ -291,7 +261,7 @@ async function runMain(args: MainArgs): Promise<number> {
       algorithm: args.algorithm,
       frameLength: args.frameLength,
       maxLength: args.maxLength,
-    }).finally(() => progress.stop())
+    }).finally(() => session.stopProgress())
   } else if (encrypting) {
     summary = await encryptTree({
       ...common,
@@ -299,7 +269,7 @@ async function runMain(args: MainArgs): Promise<number> {
       algorithm: args.algorithm,
       frameLength: args.frameLength,
       encode: args.encode,
-    }).finally(() => progress.stop())
+    }).finally(() => session.stopProgress())
   } else {
     summary = await decryptTree({
       ...common,
@@ -308,23 +278,15 @@ async function runMain(args: MainArgs): Promise<number> {
       maxLength: args.maxLength,
       decode: args.decode,
       buffer: args.buffer,
-    }).finally(() => progress.stop())
-  }
-  removeLiveTemporaries()
-  if (args.summary !== undefined) {
-    const text = canonicalJson(summary) + '\n'
-    if (args.summary === '-') process.stdout.write(text)
-    else writeFileSync(args.summary, text)
+    }).finally(() => session.stopProgress())
   }
   const verb = reencrypting ? 're-encrypted' : encrypting ? 'encrypted' : 'decrypted'
   if (summary.planned) {
     for (const line of describePlan(summary.planned)) process.stdout.write(line + '\n')
-    if (verbosity >= 0) process.stderr.write(`envcrypt: dry run: ${summary.planned.length - summary.files_skipped} file(s) to ${verb.replace(/ed$/, '')}, ${summary.files_skipped} skipped; nothing was read or written\n`)
+    if (session.verbosity >= 0) process.stderr.write(`envcrypt: dry run: ${summary.planned.length - summary.files_skipped} file(s) to ${verb.replace(/ed$/, '')}, ${summary.files_skipped} skipped; nothing was read or written\n`)
     return exitCodes.ok
   }
-  if (verbosity >= 0) process.stderr.write((onTerminal ? renderEndSummary(summary, verb) : describeSummary(summary, verb)) + '\n')
-  if (summary.interrupted) return summary.interrupted === 'SIGINT' ? 130 : 143
-  return summary.files_failed > 0 ? exitCodes.failed : exitCodes.ok
+  return session.finish(summary, verb)
 }
 
 const S3_FLAGS = ['sse', 'sseKmsKeyId', 'sseCKey', 'storageClass', 's3Endpoint', 's3ForcePathStyle'] as const
@@ -379,28 +341,6 @@ function checkReencryptArgs(args: MainArgs): void {
   if (args.encrypt || args.decrypt || args.decryptUnsigned) throw new UsageError('reencrypt decrypts and encrypts: drop -e/-d/--decrypt-unsigned')
   if (args.encode || args.decode || args.buffer) throw new UsageError('--encode, --decode and --buffer do not apply to reencrypt')
   if (!args.fromWrappingKeys?.length) throw new UsageError('reencrypt needs the old keys (-W/--from-wrapping-keys) and the new ones (-w)')
-}
-
-function describeSummary(summary: TreeSummary, verb: string): string {
-  const parts = [`envcrypt: ${verb} ${summary.files_ok} file${summary.files_ok === 1 ? '' : 's'}`]
-  if (summary.files_skipped) parts.push(`skipped ${summary.files_skipped}`)
-  if (summary.files_failed) parts.push(`failed ${summary.files_failed}`)
-  parts.push(`${formatBytes(summary.bytes_in)} in, ${formatBytes(summary.bytes_out)} out, ${summary.seconds.toFixed(2)} s`)
-  const calls = Object.entries(summary.kms_calls)
-  if (calls.length) parts.push(`KMS calls: ${calls.map(([op, n]) => `${op}=${n}`).join(' ')}`)
-  if (summary.interrupted) parts.push(`interrupted by ${summary.interrupted}`)
-  return parts.join('; ')
-}
-
-function formatBytes(bytes: number): string {
-  const units = ['B', 'kB', 'MB', 'GB', 'TB']
-  let value = bytes
-  let unit = 0
-  while (value >= 1000 && unit < units.length - 1) {
-    value /= 1000
-    unit++
-  }
-  return `${unit === 0 ? value : value.toFixed(1)} ${units[unit]}`
 }
 
 // Prompts one at a time even with several files in flight.

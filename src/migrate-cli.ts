@@ -1,14 +1,12 @@
 // Flags of `envcrypt migrate` and the glue to migrateTree; cli.ts only registers the command.
-import { writeFileSync } from 'node:fs'
 import type { Argv } from 'yargs'
 import { ALGORITHM_NAMES, COMMITMENT_POLICIES, type CommitmentPolicyName } from './algorithms.js'
 import { parseContextPairs, splitGroup } from './args.js'
 import { UsageError } from './errors.js'
-import { removeLiveTemporaries } from './io.js'
 import { parseCachingSpec } from './materials.js'
-import { canonicalJson } from './metadata.js'
+import { checkOutputArgs, startSession } from './session.js'
 import { DEFAULT_DATA_KEY_SUFFIX, LEGACY_SCHEMES, MIGRATED_FROM_KEY, migrateTree, type LegacyScheme } from './migrate.js'
-import { defaultJobs, type FileEvent } from './tree.js'
+import { defaultJobs } from './tree.js'
 
 export const MIGRATE_DESCRIPTION = 're-encrypt files from a home-made KMS envelope scheme (cloudonaut-v1, openssl-kms, ddb-ctr) as Encryption SDK messages'
 
@@ -87,26 +85,8 @@ export async function runMigrate(args: MigrateArgs): Promise<number> {
   if (!args.input?.length) throw new UsageError('-i/--input is required')
   if (args.output === undefined) throw new UsageError('-o/--output is required')
   if (args.output === '-') throw new UsageError('migrate writes files: -o must be a file or directory')
-  if (args.metadataOutput === undefined && !args.suppressMetadata) {
-    throw new UsageError('name a metadata destination with --metadata-output FILE|- or suppress it with -S')
-  }
-  if (args.metadataOutput !== undefined && args.suppressMetadata) throw new UsageError('--metadata-output and -S/--suppress-metadata exclude each other')
-  if (args.metadataOutput === '-' && args.summary === '-') throw new UsageError('--metadata-output - and --summary - cannot share stdout')
-  const verbosity = args.quiet ? -1 : args.verbose
-  const controller = new AbortController()
-  const onSignal = (signal: NodeJS.Signals) => {
-    if (controller.signal.aborted) {
-      removeLiveTemporaries()
-      process.exit(signal === 'SIGINT' ? 130 : 143)
-    }
-    controller.abort(signal)
-  }
-  process.on('SIGINT', onSignal)
-  process.on('SIGTERM', onSignal)
-  const onFile = (event: FileEvent) => {
-    if (event.status === 'failed' && event.error !== 'interrupted') process.stderr.write(`envcrypt: error: ${event.input}: ${event.error}\n`)
-    else if (verbosity >= 1) process.stderr.write(`envcrypt: ${event.status}: ${event.input} -> ${event.output}\n`)
-  }
+  checkOutputArgs(args)
+  const session = startSession(args)
   const summary = await migrateTree({
     from: args.from,
     inputs: args.input,
@@ -133,29 +113,12 @@ export async function runMigrate(args: MigrateArgs): Promise<number> {
     followSymlinks: args.followSymlinks,
     engine: args.engine,
     stores: await s3Stores(args),
-    signal: controller.signal,
-    warn: (message) => {
-      if (verbosity >= 0) process.stderr.write(`envcrypt: warning: ${message}\n`)
-    },
-    onFile,
+    signal: session.signal,
+    warn: session.warn,
+    onFile: session.onFile,
+    onPlan: session.onPlan,
   })
-  removeLiveTemporaries()
-  if (args.summary !== undefined) {
-    const text = canonicalJson(summary) + '\n'
-    if (args.summary === '-') process.stdout.write(text)
-    else writeFileSync(args.summary, text)
-  }
-  if (verbosity >= 0) {
-    const calls = Object.entries(summary.kms_calls).map(([op, n]) => `${op}=${n}`).join(' ')
-    const parts = [`envcrypt: migrated ${summary.files_ok} file${summary.files_ok === 1 ? '' : 's'} from ${args.from}`]
-    if (summary.files_skipped) parts.push(`skipped ${summary.files_skipped}`)
-    if (summary.files_failed) parts.push(`failed ${summary.files_failed}`)
-    parts.push(`${summary.bytes_in} B in, ${summary.bytes_out} B out, ${summary.seconds.toFixed(2)} s`)
-    if (calls) parts.push(`KMS calls: ${calls}`)
-    process.stderr.write(parts.join('; ') + '\n')
-  }
-  if (summary.interrupted) return summary.interrupted === 'SIGINT' ? 130 : 143
-  return summary.files_failed > 0 ? 1 : 0
+  return session.finish(summary, `migrated (from ${args.from})`)
 }
 
 /** The S3 store when an input or the output is an s3:// URI (loaded lazily, as in cli.ts). */

@@ -1,0 +1,107 @@
+// What every tree command (encrypt/decrypt/reencrypt/migrate) does around the library call: check the
+// metadata/summary destinations, report files as they finish, stop cleanly on SIGINT/SIGTERM, and end with
+// the summary (JSON to --summary, a human one on stderr) and the exit code.
+import { writeFileSync } from 'node:fs'
+import { printable, UsageError } from './errors.js'
+import { removeLiveTemporaries } from './io.js'
+import { canonicalJson } from './metadata.js'
+import { createProgress, renderEndSummary, silentProgress } from './progress.js'
+import type { FileEvent, TreeSummary } from './tree.js'
+
+export const exitCodes = { ok: 0, failed: 1, usage: 2, SIGINT: 130, SIGTERM: 143 } as const
+
+export interface OutputArgs {
+  output?: string
+  metadataOutput?: string
+  suppressMetadata?: boolean
+  summary?: string
+}
+
+/** aws-encryption-cli requires a metadata destination or -S; stdout can carry only one stream. */
+export function checkOutputArgs(args: OutputArgs): void {
+  if (args.metadataOutput === undefined && !args.suppressMetadata) {
+    throw new UsageError('name a metadata destination with --metadata-output FILE|- or suppress it with -S')
+  }
+  if (args.metadataOutput !== undefined && args.suppressMetadata) throw new UsageError('--metadata-output and -S/--suppress-metadata exclude each other')
+  if (args.output === '-' && (args.metadataOutput === '-' || args.summary === '-')) {
+    throw new UsageError('-o - writes the data to stdout: send --metadata-output/--summary to a file instead')
+  }
+  if (args.metadataOutput === '-' && args.summary === '-') throw new UsageError('--metadata-output - and --summary - cannot share stdout')
+}
+
+export interface Session {
+  signal: AbortSignal
+  warn(message: string): void
+  onFile(event: FileEvent): void
+  onPlan(files: number, bytes: number): void
+  /** Stop the progress bar, write the summary, and return the exit code. */
+  finish(summary: TreeSummary, verb: string): number
+  stopProgress(): void
+  verbosity: number
+}
+
+export function startSession(args: { quiet?: boolean; verbose?: number; dryRun?: boolean; summary?: string }): Session {
+  const verbosity = args.quiet ? -1 : (args.verbose ?? 0)
+  const onTerminal = Boolean(process.stderr.isTTY) && verbosity >= 0 && !args.dryRun
+  const progress = onTerminal ? createProgress() : silentProgress
+  const controller = new AbortController()
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (controller.signal.aborted) {
+      // A second signal: stop now, but still leave no temporary behind.
+      removeLiveTemporaries()
+      process.exit(exitCodes[signal as 'SIGINT' | 'SIGTERM'] ?? exitCodes.SIGTERM)
+    }
+    if (verbosity >= 0) process.stderr.write(`envcrypt: ${signal}: stopping; in-flight outputs are removed\n`)
+    controller.abort(signal)
+  }
+  process.on('SIGINT', onSignal)
+  process.on('SIGTERM', onSignal)
+  return {
+    signal: controller.signal,
+    verbosity,
+    warn(message) {
+      if (verbosity >= 0) progress.log(`envcrypt: warning: ${printable(message)}`)
+    },
+    onFile(event) {
+      progress.onFile(event)
+      if (event.status === 'failed' && event.error !== 'interrupted') progress.log(`envcrypt: error: ${printable(event.input)}: ${event.error}`)
+      else if (verbosity >= 1) progress.log(`envcrypt: ${event.status}: ${printable(event.input)} -> ${printable(event.output)}`)
+    },
+    onPlan: progress.onPlan,
+    stopProgress: () => progress.stop(),
+    finish(summary, verb) {
+      progress.stop()
+      removeLiveTemporaries()
+      if (args.summary !== undefined) {
+        const text = canonicalJson(summary) + '\n'
+        if (args.summary === '-') process.stdout.write(text)
+        else writeFileSync(args.summary, text)
+      }
+      if (verbosity >= 0) process.stderr.write((onTerminal ? renderEndSummary(summary, verb) : describeSummary(summary, verb)) + '\n')
+      if (summary.interrupted) return exitCodes[summary.interrupted as 'SIGINT' | 'SIGTERM'] ?? exitCodes.SIGTERM
+      return summary.files_failed > 0 ? exitCodes.failed : exitCodes.ok
+    },
+  }
+}
+
+export function describeSummary(summary: TreeSummary, verb: string): string {
+  const parts = [`envcrypt: ${verb} ${summary.files_ok} file${summary.files_ok === 1 ? '' : 's'}`]
+  if (summary.files_skipped) parts.push(`skipped ${summary.files_skipped}`)
+  if (summary.files_failed) parts.push(`failed ${summary.files_failed}`)
+  parts.push(`${formatBytes(summary.bytes_in)} in, ${formatBytes(summary.bytes_out)} out, ${summary.seconds.toFixed(2)} s`)
+  const calls = Object.entries(summary.kms_calls)
+  if (calls.length) parts.push(`KMS calls: ${calls.map(([op, n]) => `${op}=${n}`).join(' ')}`)
+  if (summary.interrupted) parts.push(`interrupted by ${summary.interrupted}`)
+  return parts.join('; ')
+}
+
+function formatBytes(bytes: number): string {
+  const units = ['B', 'kB', 'MB', 'GB', 'TB']
+  let value = bytes
+  let unit = 0
+  while (value >= 1000 && unit < units.length - 1) {
+    value /= 1000
+    unit++
+  }
+  return `${unit === 0 ? value : value.toFixed(1)} ${units[unit]}`
+}
