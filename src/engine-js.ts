@@ -129,6 +129,9 @@ export function deriveDataKey(material: NodeEncryptionMaterial | NodeDecryptionM
   }
 }
 
+/** Tests replace `derive` to prove that a wrong derived key falls back to the JavaScript loop. */
+export const keyDerivation = { derive: deriveDataKey }
+
 /** The native kernel for this message, if it is available and reproduces the SDK: the key we derived must
  *  give the same header authentication tag as the SDK's own cipher did (`expectedTag`, already computed or
  *  verified by the SDK), or the message stays on the JavaScript loop. */
@@ -143,7 +146,7 @@ function nativeFramesFor(
   if (!kernel || material.suite.ivLength !== 12 || material.suite.tagLength !== 128) return undefined
   let key: Buffer | undefined
   try {
-    key = deriveDataKey(material, messageId)
+    key = keyDerivation.derive(material, messageId)
     if (kernel.gcmTag(key, asBuffer(headerIv), rawHeader).equals(asBuffer(expectedTag))) {
       nativeStats.messages += 1
       return { kernel, key }
