@@ -1,5 +1,6 @@
 #!/usr/bin/env node
-// Throughput of the SDK-stream engine vs the js engine, in memory (no disk), one message, one thread.
+// Throughput of the SDK-stream engine vs the js engine (JavaScript frame loop, and the native kernel when it
+// built), in memory (no disk), one message, one thread.
 // Run after `npx tsc -p tsconfig.json`:  node scripts/bench-engine.mjs [MiB=256] [frameLength=4096]
 import { Writable } from 'node:stream'
 import { randomBytes } from 'node:crypto'
@@ -13,6 +14,7 @@ import {
 } from '@aws-crypto/client-node'
 import { sdkEngine } from '../dist/engine.js'
 import { jsEngine } from '../dist/engine-js.js'
+import { nativeActive, nativeLoadError } from '../dist/native.js'
 
 const mib = Number(process.argv[2] ?? 256)
 const frameLength = Number(process.argv[3] ?? 4096)
@@ -59,27 +61,42 @@ const suites = [
   ['signed', AlgorithmSuiteIdentifier.ALG_AES256_GCM_IV12_TAG16_HKDF_SHA512_COMMIT_KEY_ECDSA_P384],
   ['unsigned', AlgorithmSuiteIdentifier.ALG_AES256_GCM_IV12_TAG16_HKDF_SHA512_COMMIT_KEY],
 ]
+const hasNative = nativeActive()
 console.log(`${mib} MiB in memory, ${frameLength}-byte frames, ${READ_CHUNK / 1024} KiB input pieces, Node ${process.version}`)
+console.log(`native kernel: ${hasNative ? 'active' : `not available (${nativeLoadError() ?? 'ENVCRYPT_NATIVE=0'})`}`)
+const initialSwitch = process.env.ENVCRYPT_NATIVE
+// Engine runs: the SDK's streams, engine-js on its JavaScript loop, engine-js on the native kernel.
+const variants = [
+  { name: 'sdk', engine: sdkEngine, native: '0' },
+  { name: 'js', engine: jsEngine, native: '0' },
+  ...(hasNative ? [{ name: 'native', engine: jsEngine, native: initialSwitch ?? '1' }] : []),
+]
 for (const [label, suiteId] of suites) {
   const rates = {}
   let ciphertext
-  for (const engine of [sdkEngine, jsEngine]) {
-    const out = new Collect(engine === jsEngine)
+  for (const variant of variants) {
+    process.env.ENVCRYPT_NATIVE = variant.native
+    const out = new Collect(variant.name === 'js')
     const enc = await timed(() =>
-      engine.encrypt(slices([plaintext], READ_CHUNK), out, { cmm: cmm(), commitmentPolicy: CommitmentPolicy.REQUIRE_ENCRYPT_REQUIRE_DECRYPT, suiteId, frameLength, encryptionContext: { bench: 'yes' } }),
+      variant.engine.encrypt(slices([plaintext], READ_CHUNK), out, { cmm: cmm(), commitmentPolicy: CommitmentPolicy.REQUIRE_ENCRYPT_REQUIRE_DECRYPT, suiteId, frameLength, encryptionContext: { bench: 'yes' } }),
     )
-    if (engine === jsEngine) ciphertext = out.chunks
-    rates[`${engine.name} encrypt`] = MB / enc.seconds
+    if (variant.name === 'js') ciphertext = out.chunks
+    rates[`${variant.name} encrypt`] = MB / enc.seconds
   }
-  for (const engine of [sdkEngine, jsEngine]) {
+  for (const variant of variants) {
+    process.env.ENVCRYPT_NATIVE = variant.native
     const out = new Collect(false)
-    const dec = await timed(() => engine.decrypt(slices(ciphertext, READ_CHUNK), out, { cmm: cmm(), commitmentPolicy: CommitmentPolicy.REQUIRE_ENCRYPT_REQUIRE_DECRYPT }))
-    if (out.bytes !== plaintext.length) throw new Error(`${engine.name} decrypt returned ${out.bytes} bytes`)
-    rates[`${engine.name} decrypt`] = MB / dec.seconds
+    const dec = await timed(() => variant.engine.decrypt(slices(ciphertext, READ_CHUNK), out, { cmm: cmm(), commitmentPolicy: CommitmentPolicy.REQUIRE_ENCRYPT_REQUIRE_DECRYPT }))
+    if (out.bytes !== plaintext.length) throw new Error(`${variant.name} decrypt returned ${out.bytes} bytes`)
+    rates[`${variant.name} decrypt`] = MB / dec.seconds
   }
   for (const op of ['encrypt', 'decrypt']) {
     const sdk = rates[`sdk ${op}`]
     const js = rates[`js ${op}`]
-    console.log(`${label.padEnd(8)} ${op}: sdk ${sdk.toFixed(1).padStart(7)} MB/s   js ${js.toFixed(1).padStart(7)} MB/s   ratio ${(js / sdk).toFixed(1)}x`)
+    const native = rates[`native ${op}`]
+    const nativeColumn = native === undefined ? '' : `   native ${native.toFixed(1).padStart(7)} MB/s   native/js ${(native / js).toFixed(1)}x`
+    console.log(`${label.padEnd(8)} ${op}: sdk ${sdk.toFixed(1).padStart(7)} MB/s   js ${js.toFixed(1).padStart(7)} MB/s   js/sdk ${(js / sdk).toFixed(1)}x${nativeColumn}`)
   }
 }
+if (initialSwitch === undefined) delete process.env.ENVCRYPT_NATIVE
+else process.env.ENVCRYPT_NATIVE = initialSwitch

@@ -18,6 +18,7 @@ import { ALGORITHM_NAMES } from './algorithms.js'
 import { splitGroup } from './args.js'
 import { UsageError } from './errors.js'
 import { startLocalKms, type LocalKms } from './local-kms.js'
+import { nativeActive } from './native.js'
 import { parseCachingSpec, type CachingSettings } from './materials.js'
 import type { KmsCallCounts } from './keys.js'
 import { defaultEngineName } from './tree.js'
@@ -72,6 +73,8 @@ export interface BenchReport {
   bytes: number
   algorithm: string
   latency_ms: number | null
+  /** Whether the js/pool engines ran their frames through the native kernel (false: JavaScript loop). */
+  native: boolean
   runs: BenchRun[]
   reference: MachineReference
 }
@@ -282,7 +285,7 @@ export async function runBench(options: BenchOptions, log: (line: string) => voi
       }
     }
     // A reused --dir reports its own files, not the generation options.
-    return { files: names.length, file_size: Math.round(bytes / names.length), bytes, algorithm: options.algorithm, latency_ms: kms ? options.latencyMs : null, runs, reference }
+    return { files: names.length, file_size: Math.round(bytes / names.length), bytes, algorithm: options.algorithm, latency_ms: kms ? options.latencyMs : null, native: nativeActive(), runs, reference }
   } finally {
     await kms?.close()
     rmSync(work, { recursive: true, force: true })
@@ -307,6 +310,7 @@ export function formatReport(report: BenchReport): string {
     `envcrypt bench: ${report.files} files x ${report.file_size} B (${prettyBytes(report.bytes)}), ${report.algorithm}, KMS ${report.latency_ms === null ? 'as configured' : `local, ${report.latency_ms} ms latency`}`,
     `  ${'mode'.padEnd(7)} ${'run'.padEnd(14)} ${'wall'.padStart(10)} ${'throughput'.padStart(13)} ${'files/s'.padStart(17)}  ${'KMS calls'.padEnd(22)} ${'data keys'.padStart(11)} ${'peak RSS'.padStart(13)}`,
     ...report.runs.map(formatRun),
+    `frame loop: ${report.native ? 'native kernel' : 'JavaScript (native kernel not built, or ENVCRYPT_NATIVE=0)'}`,
     `machine reference (one core of ${report.reference.cores}, Node crypto): AES-256-GCM ${report.reference.aes_256_gcm_mb_per_s} MB/s, SHA-384 ${report.reference.sha384_mb_per_s} MB/s, ECDSA P-384 ${report.reference.ecdsa_p384_signs_per_s} signs/s`,
   ]
   return lines.join('\n')

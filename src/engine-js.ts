@@ -1,4 +1,5 @@
 // The "js" engine: same messages as the SDK's streams, but the frame loop is ours.
+// (When the optional native kernel built, the frames of each batch go through it instead: see native.ts.)
 //
 // Everything about keys and formats stays in the SDK: the materials manager, key derivation, key commitment,
 // signer/verifier (`getEncryptHelper`/`getDecryptionHelper`) and the layouts (`@aws-crypto/serialize`).
@@ -9,7 +10,7 @@
 //
 // Each direction is split into "get materials" (may call KMS; runs the SDK's policy checks) and
 // "run the frame loop given materials" (pure CPU + I/O), so the loop can later move to a worker.
-import { randomBytes } from 'node:crypto'
+import { hkdfSync, randomBytes } from 'node:crypto'
 import type { Writable } from 'node:stream'
 import {
   CommitmentPolicy,
@@ -21,6 +22,7 @@ import {
   getDecryptionHelper,
   getEncryptHelper,
   needs,
+  unwrapDataKey,
   type NodeDecryptionMaterial,
   type NodeEncryptionMaterial,
 } from '@aws-crypto/material-management-node'
@@ -51,6 +53,7 @@ import {
   type ParsedHeader,
 } from './engine.js'
 import { EnvcryptError, IntegrityError } from './errors.js'
+import { nativeKernel, nativeStats, type FrameKernel } from './native.js'
 
 /** Plaintext per batch: frames are encrypted this many bytes at a time into one output buffer.
  *  1 MiB keeps the per-batch overhead (one write, one hash update, one allocation) negligible while the
@@ -82,11 +85,14 @@ function errorMessage(err: unknown): string {
 class BodyAad {
   readonly buffer: Buffer
   private readonly tail: number
+  /** messageId || content string: what the native kernel completes per frame itself. */
+  readonly prefix: Buffer
   constructor(messageId: Uint8Array, contentString: Buffer) {
     this.buffer = Buffer.allocUnsafe(messageId.byteLength + contentString.length + 12)
     this.buffer.set(messageId, 0)
     contentString.copy(this.buffer, messageId.byteLength)
     this.tail = messageId.byteLength + contentString.length
+    this.prefix = this.buffer.subarray(0, this.tail)
   }
   for(sequenceNumber: number, contentLength: number): Buffer {
     this.buffer.writeUInt32BE(sequenceNumber, this.tail)
@@ -94,6 +100,63 @@ class BodyAad {
     this.buffer.writeUInt32BE(contentLength % 0x1_0000_0000, this.tail + 8)
     return this.buffer
   }
+}
+
+/** The frame kernel with the message's derived data key, when the frames of this message run natively. */
+interface NativeFrames {
+  kernel: FrameKernel
+  key: Buffer
+}
+
+/** The AES-GCM key the SDK derives for a message (material_helpers.js `nodeKdf`, which the SDK does not
+ *  export): non-KDF suites use the data key as is; v1 HKDF suites HKDF(suite hash, no salt, info = suite id
+ *  || message id); committing suites HKDF-SHA512(salt = message id, info = suite id || "DERIVEKEY").
+ *  A fresh buffer the caller zeroes when done. */
+export function deriveDataKey(material: NodeEncryptionMaterial | NodeDecryptionMaterial, messageId: Uint8Array): Buffer {
+  const { suite } = material
+  const dataKey = Buffer.from(unwrapDataKey(material.getUnencryptedDataKey()))
+  if (!suite.kdf) return dataKey
+  try {
+    if (suite.kdf !== 'HKDF' || !suite.kdfHash) throw new Error(`unsupported key derivation ${suite.kdf}`)
+    const suiteId = Buffer.alloc(2)
+    suiteId.writeUInt16BE(suite.id)
+    const committing = suite.commitment === 'KEY'
+    const salt = committing ? Buffer.from(messageId) : Buffer.alloc(0)
+    const info = committing ? Buffer.concat([suiteId, Buffer.from('DERIVEKEY')]) : Buffer.concat([suiteId, messageId])
+    return Buffer.from(hkdfSync(suite.kdfHash, dataKey, salt, info, suite.keyLengthBytes))
+  } finally {
+    dataKey.fill(0)
+  }
+}
+
+/** Tests replace `derive` to prove that a wrong derived key falls back to the JavaScript loop. */
+export const keyDerivation = { derive: deriveDataKey }
+
+/** The native kernel for this message, if it is available and reproduces the SDK: the key we derived must
+ *  give the same header authentication tag as the SDK's own cipher did (`expectedTag`, already computed or
+ *  verified by the SDK), or the message stays on the JavaScript loop. */
+function nativeFramesFor(
+  material: NodeEncryptionMaterial | NodeDecryptionMaterial,
+  messageId: Uint8Array,
+  headerIv: Uint8Array,
+  rawHeader: Buffer,
+  expectedTag: Uint8Array,
+): NativeFrames | undefined {
+  const kernel = nativeKernel()
+  if (!kernel || material.suite.ivLength !== 12 || material.suite.tagLength !== 128) return undefined
+  let key: Buffer | undefined
+  try {
+    key = keyDerivation.derive(material, messageId)
+    if (kernel.gcmTag(key, asBuffer(headerIv), rawHeader).equals(asBuffer(expectedTag))) {
+      nativeStats.messages += 1
+      return { kernel, key }
+    }
+  } catch {
+    // Any surprise here (an unknown suite, a kernel error) means: use the JavaScript loop.
+  }
+  key?.fill(0)
+  nativeStats.fallbacks += 1
+  return undefined
 }
 
 function policyName(policy: string | undefined): string {
@@ -108,6 +171,8 @@ export interface EncryptFrameOptions {
   plaintextLength?: number
   /** Plaintext bytes per output batch; defaults to BATCH_BYTES. */
   batchBytes?: number
+  /** Tests only: the message ID to use instead of random bytes (to compare engines byte for byte). */
+  messageId?: Uint8Array
 }
 
 /** Validate the options and get encryption materials from the materials manager, with the SDK's checks
@@ -168,6 +233,7 @@ interface EncryptState {
   nextSequenceNumber: number
   frameAad: BodyAad
   finalFrameAad: BodyAad
+  native?: NativeFrames
 }
 
 /** Encrypt `plaintext` as frames into one buffer. Not last: `plaintext.length` is a multiple of the frame
@@ -182,9 +248,21 @@ function encryptFrames(state: EncryptState, plaintext: Buffer, isLast: boolean):
   const regularFrameBytes = 4 + ivLength + frameLength + tagLength
   const finalFrameBytes = 4 + 4 + ivLength + 4 + finalLength + tagLength
   const out = Buffer.allocUnsafe(fullFrames * regularFrameBytes + (isLast ? finalFrameBytes : 0))
+  const frames = fullFrames + (isLast ? 1 : 0)
+  if (state.native) {
+    // Same checks and message as the loop below, before the kernel (which refuses the same cases) runs.
+    const lastSequenceNumber = state.nextSequenceNumber + frames - 1
+    if (frames > 0 && lastSequenceNumber > (isLast ? SequenceIdentifier.SEQUENCE_NUMBER_END : SequenceIdentifier.SEQUENCE_NUMBER_END - 1)) {
+      throw new EnvcryptError('message too large: more than 2^32-1 frames (use a larger frame length)')
+    }
+    const { kernel, key } = state.native
+    const written = kernel.encryptFrames(key, plaintext, out, 0, state.frameAad.prefix, state.finalFrameAad.prefix, state.nextSequenceNumber, frameLength, isLast)
+    if (written !== out.length) throw new Error('internal: frame layout mismatch (native)')
+    state.nextSequenceNumber += frames
+    return out
+  }
   let at = 0
   let read = 0
-  const frames = fullFrames + (isLast ? 1 : 0)
   for (let i = 0; i < frames; i++) {
     const isFinal = i === fullFrames
     const sequenceNumber = state.nextSequenceNumber
@@ -226,11 +304,14 @@ export async function encryptWithMaterials(
   options: EncryptFrameOptions,
 ): Promise<MessageResult> {
   const helper = getEncryptHelper(material)
+  let native: NativeFrames | undefined
   try {
     checkFrameLength(options.frameLength)
     const { suite, encryptionContext, encryptedDataKeys } = material
     const { frameLength, plaintextLength } = options
-    const messageId = randomBytes(suite.messageFormat === MessageFormat.V1 ? MessageIdLength.V1 : MessageIdLength.V2)
+    const messageIdLength = suite.messageFormat === MessageFormat.V1 ? MessageIdLength.V1 : MessageIdLength.V2
+    if (options.messageId && options.messageId.byteLength !== messageIdLength) throw new EnvcryptError(`message ID must be ${messageIdLength} bytes`)
+    const messageId = options.messageId ?? randomBytes(messageIdLength)
     const { getCipher, keyCommitment } = helper.getCipherInfo(messageId)
     const header = buildMessageHeader({
       suite,
@@ -248,6 +329,7 @@ export async function encryptWithMaterials(
     headerAuth.final()
     const headerAuthTag = headerAuth.getAuthTag()
     const headerBytes = Buffer.concat([rawHeader, serializeMessageHeaderAuth({ headerIv, headerAuthTag, messageHeader: header })])
+    native = nativeFramesFor(material, messageId, headerIv, rawHeader, headerAuthTag)
 
     const signer = helper.getSigner?.()
     const state: EncryptState = {
@@ -258,6 +340,7 @@ export async function encryptWithMaterials(
       nextSequenceNumber: 1,
       frameAad: new BodyAad(messageId, FRAME_AAD),
       finalFrameAad: new BodyAad(messageId, FINAL_FRAME_AAD),
+      native,
     }
     let bytesIn = 0
     let bytesOut = 0
@@ -308,6 +391,7 @@ export async function encryptWithMaterials(
     await endOutput(output)
     return { header, bytesIn, bytesOut }
   } finally {
+    native?.key.fill(0)
     helper.dispose()
   }
 }
@@ -446,6 +530,7 @@ export async function decryptWithMaterials(
   options: DecryptFrameOptions = {},
 ): Promise<MessageResult> {
   const helper = getDecryptionHelper(material)
+  let native: NativeFrames | undefined
   try {
     const { parsed, headerBytes } = body
     const { header } = parsed
@@ -538,6 +623,8 @@ export async function decryptWithMaterials(
     async function decryptFrames(): Promise<void> {
       const frameAad = new BodyAad(messageId, FRAME_AAD)
       const finalFrameAad = new BodyAad(messageId, FINAL_FRAME_AAD)
+      native = nativeFramesFor(material, messageId, parsed.headerAuth.iv, rawHeader, parsed.headerAuth.tag)
+      if (native) return decryptFramesNative(native, frameAad, finalFrameAad)
       let expectedSequenceNumber = 1
       for (;;) {
         // Decrypt every complete frame in the buffer into one plaintext buffer.
@@ -589,6 +676,79 @@ export async function decryptWithMaterials(
       }
     }
 
+    /** decryptFrames with the kernel: the frames of a batch are parsed and checked here exactly as above
+     *  (the SDK's decodeBodyHeader, sequence order, body size), then decrypted and verified in one call. */
+    async function decryptFramesNative({ kernel, key }: NativeFrames, frameAad: BodyAad, finalFrameAad: BodyAad): Promise<void> {
+      // 5 numbers per frame (see FrameKernel.decryptFrames); grows when a batch holds more frames.
+      let descriptors = new Float64Array(5 * 512)
+      let expectedSequenceNumber = 1
+      for (;;) {
+        const batchStart = reader.position
+        let frames = 0
+        let plaintextLength = 0
+        let finalSeen = false
+        let needed: number | undefined
+        // Verify what was collected so far: a tag failure in an earlier frame is reported before a parse
+        // error in a later one, as the frame-by-frame loop does.
+        const verifyCollected = (): Buffer => {
+          const plaintext = Buffer.allocUnsafe(plaintextLength)
+          const failed = kernel.decryptFrames(key, reader.buffer, descriptors.subarray(0, frames * 5), plaintext, frameAad.prefix, finalFrameAad.prefix)
+          if (failed >= 0) {
+            throw new IntegrityError(`frame ${descriptors[failed * 5 + 3]} failed authentication: the message was altered or the wrong key was used`)
+          }
+          return plaintext
+        }
+        try {
+          for (;;) {
+            const frame = decodeAt(reader.position)
+            if (!frame) {
+              needed = reader.available + 1
+              break
+            }
+            checkBodySize(frame.contentLength)
+            if (frame.sequenceNumber !== expectedSequenceNumber) {
+              throw new IntegrityError(`frames out of order: expected frame ${expectedSequenceNumber}, found ${frame.sequenceNumber}`)
+            }
+            const contentStart = frame.readPos
+            const frameEnd = contentStart + frame.contentLength + tagLength
+            if (frameEnd > reader.buffer.length) {
+              needed = frameEnd - reader.position
+              break
+            }
+            if ((frames + 1) * 5 > descriptors.length) {
+              const grown = new Float64Array(descriptors.length * 2)
+              grown.set(descriptors)
+              descriptors = grown
+            }
+            // The IV sits right before the content (regular frames) or before the 4-byte content length.
+            const ivOffset = contentStart - ivLength - (frame.isFinalFrame ? 4 : 0)
+            const at = frames * 5
+            descriptors[at] = ivOffset
+            descriptors[at + 1] = contentStart
+            descriptors[at + 2] = frame.contentLength
+            descriptors[at + 3] = frame.sequenceNumber
+            descriptors[at + 4] = frame.isFinalFrame ? 1 : 0
+            frames += 1
+            plaintextLength += frame.contentLength
+            reader.position = frameEnd
+            expectedSequenceNumber += 1
+            if (frame.isFinalFrame) {
+              finalSeen = true
+              break
+            }
+          }
+        } catch (err) {
+          if (frames > 0) verifyCollected()
+          throw err
+        }
+        const plaintext = frames > 0 ? verifyCollected() : undefined
+        if (reader.position > batchStart) verify?.update(reader.buffer.subarray(batchStart, reader.position))
+        if (plaintextLength > 0) await write(plaintext!)
+        if (finalSeen) return
+        if (!(await reader.ensure(needed!))) throw truncated()
+      }
+    }
+
     // Footer: the signature for signed suites; nothing at all otherwise.
     if (verify) {
       await reader.ensure(MAX_FOOTER_BYTES + 1)
@@ -612,6 +772,7 @@ export async function decryptWithMaterials(
     await endOutput(output)
     return { header, headerAuth: parsed.headerAuth, bytesIn: parsed.headerLength + reader.bytesRead, bytesOut }
   } finally {
+    native?.key.fill(0)
     helper.dispose()
   }
 }

@@ -3,7 +3,7 @@
 // the test never rebuilds dist/ under the other test files' feet.
 import { beforeAll, describe, expect, it } from 'vitest'
 import { execFileSync, spawnSync } from 'node:child_process'
-import { cpSync, readFileSync, readdirSync, writeFileSync } from 'node:fs'
+import { cpSync, existsSync, readFileSync, readdirSync, symlinkSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { randomBytes } from 'node:crypto'
 import { ROOT, tempDir } from './helpers/cli.js'
@@ -15,7 +15,7 @@ let contents: string[]
 
 beforeAll(() => {
   const stage = tempDir('envcrypt-pack-')
-  for (const entry of ['package.json', 'package-lock.json', 'README.md', 'dist', 'scripts']) cpSync(join(ROOT, entry), join(stage, entry), { recursive: true })
+  for (const entry of ['package.json', 'package-lock.json', 'README.md', 'dist', 'scripts', 'binding.gyp', 'native']) cpSync(join(ROOT, entry), join(stage, entry), { recursive: true })
   // What `npm pack` runs as prepack in the repository.
   execFileSync(process.execPath, [join(stage, 'scripts', 'shrinkwrap.mjs'), 'write'], { cwd: stage })
   const out = tempDir('envcrypt-tgz-')
@@ -30,6 +30,11 @@ describe('npm pack', () => {
     expect(contents.filter((f) => /\/(src|test)\/|\.ts$/.test(f) && !f.endsWith('.d.ts'))).toEqual([])
   })
 
+  it('ships the optional native kernel\'s sources and its never-failing build script, not a prebuilt binary', () => {
+    expect(contents).toEqual(expect.arrayContaining(['package/binding.gyp', 'package/native/frames.cc', 'package/scripts/build-native.mjs']))
+    expect(contents.filter((f) => f.includes('/build/') || f.endsWith('.node'))).toEqual([])
+  })
+
   it('pins every dependency of the published package to the versions the tests ran against', () => {
     const stage = tempDir()
     execFileSync('tar', ['xzf', tarball, '-C', stage, 'package/npm-shrinkwrap.json', 'package/package.json'])
@@ -37,6 +42,22 @@ describe('npm pack', () => {
     const lock = JSON.parse(readFileSync(join(ROOT, 'package-lock.json'), 'utf8'))
     expect(shrinkwrap.packages).toEqual(lock.packages)
   })
+})
+
+describe('the install script when the native build fails', () => {
+  it('exits 0 with a one-line note, and the package runs on the JavaScript engine', () => {
+    const stage = tempDir('envcrypt-nobuild-')
+    execFileSync('tar', ['xzf', tarball, '-C', stage])
+    const pkg = join(stage, 'package')
+    symlinkSync(join(ROOT, 'node_modules'), join(pkg, 'node_modules'))
+    // A compiler that always fails stands in for a machine without one.
+    const build = spawnSync(process.execPath, ['scripts/build-native.mjs'], { cwd: pkg, encoding: 'utf8', env: { ...process.env, CXX: 'false', CC: 'false' } })
+    expect(build.status).toBe(0)
+    expect(build.stderr.trim().split('\n')).toEqual([expect.stringMatching(/^envcrypt: native frame kernel not built, using the JavaScript engine/)])
+    expect(existsSync(join(pkg, 'build', 'Release', 'envcrypt_frames.node'))).toBe(false)
+    const active = execFileSync(process.execPath, ['--input-type=module', '-e', "import('./dist/native.js').then((m) => console.log(m.nativeActive()))"], { cwd: pkg, encoding: 'utf8' })
+    expect(active.trim()).toBe('false')
+  }, 120_000)
 })
 
 describe('installing the tarball into an empty folder', () => {
@@ -60,6 +81,11 @@ describe('installing the tarball into an empty folder', () => {
     npx(['-e', '-i', 'secret.bin', '-o', 'secret.enc', ...key, '-S'])
     npx(['-d', '-i', 'secret.enc', '-o', 'secret.out', ...key, '-S'])
     expect(readFileSync(join(project, 'secret.out'))).toEqual(secret)
+  })
+
+  it('built the native frame kernel during the install wherever the repository built it', () => {
+    const builtHere = existsSync(join(ROOT, 'build', 'Release', 'envcrypt_frames.node'))
+    expect(existsSync(join(project, 'node_modules', 'envcrypt', 'build', 'Release', 'envcrypt_frames.node'))).toBe(builtHere)
   })
 
   it('a strict TypeScript consumer compiles against the declarations, catches a misspelt option, and runs', () => {
