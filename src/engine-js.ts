@@ -10,7 +10,7 @@
 //
 // Each direction is split into "get materials" (may call KMS; runs the SDK's policy checks) and
 // "run the frame loop given materials" (pure CPU + I/O), so the loop can later move to a worker.
-import { hkdfSync, randomBytes } from 'node:crypto'
+import { createPrivateKey, hkdfSync, randomBytes, type KeyObject, type Sign } from 'node:crypto'
 import type { Writable } from 'node:stream'
 import {
   CommitmentPolicy,
@@ -54,6 +54,22 @@ import {
 } from './engine.js'
 import { EnvcryptError, IntegrityError } from './errors.js'
 import { nativeKernel, nativeStats, type FrameKernel } from './native.js'
+
+// The SDK's signer signs with the PEM text, which OpenSSL parses again for every message (~0.35 ms of a
+// ~1.2 ms P-384 signature). Messages under one cached data key share their signing key, so keep the parsed
+// key for the few most recent PEMs.
+const parsedSigningKeys = new Map<string, KeyObject>()
+function sign(signer: ReturnType<NonNullable<ReturnType<typeof getEncryptHelper>['getSigner']>>, material: NodeEncryptionMaterial): Buffer {
+  const pem = material.signatureKey?.privateKey
+  if (typeof pem !== 'string') return Buffer.from(signer.awsCryptoSign())
+  let key = parsedSigningKeys.get(pem)
+  if (!key) {
+    key = createPrivateKey(pem)
+    if (parsedSigningKeys.size >= 4) parsedSigningKeys.delete(parsedSigningKeys.keys().next().value!)
+    parsedSigningKeys.set(pem, key)
+  }
+  return (signer as unknown as Sign).sign(key)
+}
 
 /** Plaintext per batch: frames are encrypted this many bytes at a time into one output buffer.
  *  1 MiB keeps the per-batch overhead (one write, one hash update, one allocation) negligible while the
@@ -377,14 +393,15 @@ export async function encryptWithMaterials(
         rest = rest.subarray(batchBytes)
       }
       if (rest.length > 0) {
-        pending ??= Buffer.allocUnsafe(batchBytes)
+        // Never more than the declared length (more is refused above): small files need no 1 MiB buffer each.
+        pending ??= Buffer.allocUnsafe(plaintextLength !== undefined ? Math.min(batchBytes, plaintextLength) : batchBytes)
         rest.copy(pending, 0)
         pendingLength = rest.length
       }
     }
     await emit(encryptFrames(state, pending ? pending.subarray(0, pendingLength) : Buffer.alloc(0), true))
     if (signer) {
-      const footer = asBuffer(serializeSignatureInfo(signer.awsCryptoSign()))
+      const footer = asBuffer(serializeSignatureInfo(sign(signer, material)))
       bytesOut += footer.length
       await writeTo(output, footer)
     }

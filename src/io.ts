@@ -91,6 +91,19 @@ export function removeStaleTemporaries(dir: string): Promise<void> {
   return sweep
 }
 
+// mkdir -p once per directory per run, not once per file (10,000 small files in one directory).
+const madeDirectories = new Map<string, Promise<unknown>>()
+function makeDirectory(dir: string): Promise<unknown> {
+  let made = madeDirectories.get(dir)
+  if (!made) {
+    made = mkdir(dir, { recursive: true })
+    // A failure (or a directory removed meanwhile) is retried by the next file.
+    made.catch(() => madeDirectories.delete(dir))
+    madeDirectories.set(dir, made)
+  }
+  return made
+}
+
 // Temporaries in flight, so a signal handler can remove them synchronously before exiting.
 const liveTemporaries = new Set<string>()
 export function removeLiveTemporaries(): number {
@@ -173,7 +186,7 @@ export function localFileOutput(path: string): OutputTarget {
 /** The output's directory exists, stale temporaries of dead processes are gone; a fresh temporary name beside `path`. */
 async function prepareTemporary(path: string): Promise<string> {
   const dir = dirname(path)
-  await mkdir(dir, { recursive: true })
+  await makeDirectory(dir)
   await removeStaleTemporaries(dir)
   return join(dir, `${TEMP_PREFIX}${HOST_TAG}-${process.pid}-${randomBytes(8).toString('hex')}`)
 }

@@ -211,8 +211,8 @@ async function runTree(mode: Mode, options: EncryptTreeOptions & DecryptTreeOpti
     // An input that blocks (stdin, a slow pipe) must not hold the run: closing it ends the engine's read.
     for (const source of openSources) (source as { destroy?: () => void }).destroy?.()
   }
-  // One abort listener per file in flight (untilAborted) plus this one: more than EventTarget's default 10.
-  if (options.signal) setMaxListeners(jobs + 8, options.signal)
+  // Up to two abort listeners per file in flight (untilAborted, the worker pool) plus this one: more than EventTarget's default 10.
+  if (options.signal) setMaxListeners(2 * jobs + 8, options.signal)
   options.signal?.addEventListener('abort', onAbort, { once: true })
 
   const processFile = async (file: PlannedFile): Promise<void> => {
