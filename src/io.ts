@@ -104,8 +104,10 @@ function makeDirectory(dir: string): Promise<unknown> {
   return made
 }
 
-// Temporaries in flight, so a signal handler can remove them synchronously before exiting.
+// Temporaries in flight, so a signal handler can remove them synchronously before exiting; once more at exit,
+// for any whose creation was still in flight when the run stopped.
 const liveTemporaries = new Set<string>()
+process.once('exit', () => removeLiveTemporaries())
 export function removeLiveTemporaries(): number {
   let removed = 0
   for (const path of liveTemporaries) {
@@ -157,7 +159,6 @@ export function localFileOutput(path: string): OutputTarget {
         stream.once('open', () => resolve())
         stream.once('error', reject)
       })
-      liveTemporaries.add(temporary)
       const renamer = temporaryRenamer(temporary, path, { mode, fsync })
       return {
         stream,
@@ -172,7 +173,6 @@ export function localFileOutput(path: string): OutputTarget {
     openTemporary: async ({ mode, fsync }) => {
       const temporary = await prepareTemporary(path)
       await (await open(temporary, 'wx', 0o600)).close()
-      liveTemporaries.add(temporary)
       const renamer = temporaryRenamer(temporary, path, { mode, fsync })
       return {
         path: temporary,
@@ -188,7 +188,10 @@ async function prepareTemporary(path: string): Promise<string> {
   const dir = dirname(path)
   await makeDirectory(dir)
   await removeStaleTemporaries(dir)
-  return join(dir, `${TEMP_PREFIX}${HOST_TAG}-${process.pid}-${randomBytes(8).toString('hex')}`)
+  const temporary = join(dir, `${TEMP_PREFIX}${HOST_TAG}-${process.pid}-${randomBytes(8).toString('hex')}`)
+  // Registered before the file exists: a signal may arrive while the open is in flight on libuv's threads.
+  liveTemporaries.add(temporary)
+  return temporary
 }
 
 /** Commit (chmod, then rename or no-clobber link into place) or abort (unlink) one temporary, once. */

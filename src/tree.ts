@@ -267,6 +267,7 @@ async function runTree(mode: Mode, options: EncryptTreeOptions & DecryptTreeOpti
       if (byFile) {
         // Local file to local file: the engine's worker reads and writes the files; we only commit.
         const openOutput = async () => {
+          if (options.signal?.aborted) throw new InterruptedError('SIGTERM')
           const temporary = await openTemporary({ mode: outputMode, fsync: options.fsync ?? false })
           writer = temporary
           inFlight.add(temporary)
