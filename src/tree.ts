@@ -146,7 +146,9 @@ export interface TreeSummary {
   planned?: PlannedAction[]
 }
 
-export const defaultJobs = () => Math.max(4, availableParallelism() * 2)
+/** Files in flight: enough to hide a KMS round trip (~10 ms) behind the work of the other files. Measured on
+ *  2 cores, 1 GiB / 200 files: -j 4 left the workers waiting on KMS (unsigned encrypt 3.3 s), -j 8 did not (2.1 s). */
+export const defaultJobs = () => Math.max(8, availableParallelism() * 4)
 
 const ENGINES: Record<string, Engine> = { js: jsEngine, sdk: sdkEngine, pool: poolEngine }
 
