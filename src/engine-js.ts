@@ -637,6 +637,21 @@ export async function decryptWithMaterials(
       await decryptFrames()
     }
 
+    /** The next complete frame at the reader's position, checked (body size, sequence order), or how many bytes
+     *  from the position must be buffered before it can be read. Shared by the JavaScript and native loops. */
+    function nextFrame(expectedSequenceNumber: number): { frame: BodyHeader; contentStart: number; frameEnd: number } | { needed: number } {
+      const frame = decodeAt(reader.position)
+      if (!frame) return { needed: reader.available + 1 }
+      checkBodySize(frame.contentLength)
+      if (frame.sequenceNumber !== expectedSequenceNumber) {
+        throw new IntegrityError(`frames out of order: expected frame ${expectedSequenceNumber}, found ${frame.sequenceNumber}`)
+      }
+      const contentStart = frame.readPos
+      const frameEnd = contentStart + frame.contentLength + tagLength
+      if (frameEnd > reader.buffer.length) return { needed: frameEnd - reader.position }
+      return { frame, contentStart, frameEnd }
+    }
+
     async function decryptFrames(): Promise<void> {
       const frameAad = new BodyAad(messageId, FRAME_AAD)
       const finalFrameAad = new BodyAad(messageId, FINAL_FRAME_AAD)
@@ -651,21 +666,12 @@ export async function decryptWithMaterials(
         let finalSeen = false
         let needed: number
         for (;;) {
-          const frame = decodeAt(reader.position)
-          if (!frame) {
-            needed = reader.available + 1
+          const next = nextFrame(expectedSequenceNumber)
+          if ('needed' in next) {
+            needed = next.needed
             break
           }
-          checkBodySize(frame.contentLength)
-          if (frame.sequenceNumber !== expectedSequenceNumber) {
-            throw new IntegrityError(`frames out of order: expected frame ${expectedSequenceNumber}, found ${frame.sequenceNumber}`)
-          }
-          const contentStart = frame.readPos
-          const frameEnd = contentStart + frame.contentLength + tagLength
-          if (frameEnd > reader.buffer.length) {
-            needed = frameEnd - reader.position
-            break
-          }
+          const { frame, contentStart, frameEnd } = next
           const decipher = getDecipher(frame.iv)
           decipher.setAAD((frame.isFinalFrame ? finalFrameAad : frameAad).for(frame.sequenceNumber, frame.contentLength))
           decipher.setAuthTag(reader.buffer.subarray(frameEnd - tagLength, frameEnd))
@@ -717,21 +723,12 @@ export async function decryptWithMaterials(
         }
         try {
           for (;;) {
-            const frame = decodeAt(reader.position)
-            if (!frame) {
-              needed = reader.available + 1
+            const next = nextFrame(expectedSequenceNumber)
+            if ('needed' in next) {
+              needed = next.needed
               break
             }
-            checkBodySize(frame.contentLength)
-            if (frame.sequenceNumber !== expectedSequenceNumber) {
-              throw new IntegrityError(`frames out of order: expected frame ${expectedSequenceNumber}, found ${frame.sequenceNumber}`)
-            }
-            const contentStart = frame.readPos
-            const frameEnd = contentStart + frame.contentLength + tagLength
-            if (frameEnd > reader.buffer.length) {
-              needed = frameEnd - reader.position
-              break
-            }
+            const { frame, contentStart, frameEnd } = next
             if ((frames + 1) * 5 > descriptors.length) {
               const grown = new Float64Array(descriptors.length * 2)
               grown.set(descriptors)
