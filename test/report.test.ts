@@ -59,7 +59,8 @@ describe('renderBenchReport', () => {
   })
 })
 
-describe.skipIf(!hasChartJs || !existsSync(CHROMIUM))('the report in headless Chromium', () => {
+const browserSkipReason = !hasChartJs ? ' (skipped: chart.js is not installed)' : !existsSync(CHROMIUM) ? ` (skipped: ${CHROMIUM} is not installed; .ci/run installs it)` : ''
+describe.skipIf(browserSkipReason !== '')(`the report in headless Chromium${browserSkipReason}`, () => {
   async function writeReport(): Promise<string> {
     const dir = tempDir()
     writeFileSync(join(dir, 'bench.json'), JSON.stringify(SAMPLE_BENCH))
