@@ -434,6 +434,21 @@ describe('bad input: one-line error naming the flag or file, non-zero exit, noth
     })
   }
 
+  it('other commands name the bad flag or file too: local-kms --throttle-rate, merge-summaries, keygen --bytes', async () => {
+    const dir = tempDir()
+    const rate = await runCli(['local-kms', '--throttle-rate', '2'])
+    expect(rate.code).toBe(2)
+    expect(rate.stderr).toMatch(/--throttle-rate must be between 0 and 1/)
+    writeFileSync(join(dir, 'not-a-summary.json'), '{"hello": 1}')
+    const merge = await runCli(['merge-summaries', join(dir, 'not-a-summary.json')])
+    expect(merge.code).toBe(2)
+    expect(merge.stderr).toMatch(/not-a-summary\.json has no numeric "files_ok"/)
+    const bytes = await runCli(['keygen', '--out', join(dir, 'k'), '--bytes', '20'])
+    expect(bytes.code).toBe(2)
+    expect(bytes.stderr).toMatch(/bytes/)
+    expect(existsSync(join(dir, 'k'))).toBe(false)
+  })
+
   it('never echoes key material given on the command line', async () => {
     const ctx = setup({ 'a.txt': 'a' })
     const result = await runCli(['-e', '-r', '-i', ctx.input, '-o', join(ctx.dir, 'o'), '-w', 'provider=raw-aes', 'key=a', 'material=c2VjcmV0LWtleS1ieXRlcw==', '-S'])
