@@ -17,7 +17,7 @@ import prettyBytes from 'pretty-bytes'
 import { ALGORITHM_NAMES } from './algorithms.js'
 import { splitGroup } from './args.js'
 import { UsageError } from './errors.js'
-import { startLocalKms, type LocalKms } from './local-kms.js'
+import { localKmsEnv, startLocalKms, type LocalKms } from './local-kms.js'
 import { nativeActive } from './native.js'
 import { parseCachingSpec, type CachingSettings } from './materials.js'
 import type { KmsCallCounts } from './keys.js'
@@ -238,7 +238,7 @@ export async function runBench(options: BenchOptions, log: (line: string) => voi
       kms = await startLocalKms({ latencyMs: options.latencyMs })
       const keyArn = await kms.createKey('envcrypt bench')
       keySpec = ['-w', `key=${keyArn}`]
-      env = { AWS_ENDPOINT_URL_KMS: kms.endpoint, AWS_REGION: 'us-east-1', AWS_ACCESS_KEY_ID: 'AKIDLOCALBENCH', AWS_SECRET_ACCESS_KEY: 'local-bench-secret', AWS_PROFILE: '' }
+      env = localKmsEnv(kms)
     }
 
     if (interactive) log('envcrypt bench: measuring the machine reference (one core)')

@@ -68,9 +68,12 @@ export async function closeWorkerPool(): Promise<void> {
   await current?.destroy()
 }
 
-async function runInWorker(task: FileTask, signal: AbortSignal | undefined): Promise<FileTaskResult & { ok: true }> {
+/** Open the output (only now: a refused file leaves nothing behind), then run the task on a worker. The task's
+ *  copy of the data key is zeroed whatever happens. */
+async function runInWorker(task: FileTask, openOutput: () => Promise<string>, signal: AbortSignal | undefined): Promise<FileTaskResult & { ok: true }> {
   let result: FileTaskResult
   try {
+    task.outputPath = await openOutput()
     result = await workerPool().run(task, { signal })
   } finally {
     task.dataKey.fill(0)
@@ -132,13 +135,7 @@ export const poolEngine: FileEngine = {
     } finally {
       material.zeroUnencryptedDataKey()
     }
-    try {
-      task.outputPath = await openOutput()
-    } catch (err) {
-      task.dataKey.fill(0)
-      throw err
-    }
-    const result = await runInWorker(task, options.signal)
+    const result = await runInWorker(task, openOutput, options.signal)
     const parsed = result.headerBytes && parseHeader(result.headerBytes)
     if (!parsed) throw new EnvcryptError('internal: the worker returned no message header')
     return { header: parsed.header, bytesIn: result.bytesIn, bytesOut: result.bytesOut }
@@ -170,13 +167,7 @@ export const poolEngine: FileEngine = {
     } finally {
       material.zeroUnencryptedDataKey()
     }
-    try {
-      task.outputPath = await openOutput()
-    } catch (err) {
-      task.dataKey.fill(0)
-      throw err
-    }
-    const result = await runInWorker(task, options.signal)
+    const result = await runInWorker(task, openOutput, options.signal)
     return { header: parsed.header, headerAuth: parsed.headerAuth, bytesIn: result.bytesIn, bytesOut: result.bytesOut }
   },
 }

@@ -55,6 +55,18 @@ export interface LocalKms {
   close(): Promise<void>
 }
 
+/** The environment a child process (the CLI) needs to reach `kms` the standard way: its endpoint, its region,
+ *  and placeholder credentials (the endpoint checks their shape, not their value); no profile is read. */
+export function localKmsEnv(kms: Pick<LocalKms, 'endpoint' | 'region'>): Record<string, string> {
+  return {
+    AWS_ENDPOINT_URL_KMS: kms.endpoint,
+    AWS_REGION: kms.region,
+    AWS_ACCESS_KEY_ID: 'AKIDLOCALKMS',
+    AWS_SECRET_ACCESS_KEY: 'local-kms-placeholder-secret',
+    AWS_PROFILE: '',
+  }
+}
+
 const JSON_CONTENT_TYPE = 'application/x-amz-json-1.1'
 const TARGET_PREFIX = 'TrentService.'
 const MAX_REQUEST_BYTES = 1024 * 1024

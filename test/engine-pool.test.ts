@@ -16,7 +16,7 @@ import {
   buildClient,
 } from '@aws-crypto/client-node'
 import { algorithmName } from '../src/algorithms.js'
-import { startLocalKms, type LocalKms } from '../src/local-kms.js'
+import { localKmsEnv, startLocalKms, type LocalKms } from '../src/local-kms.js'
 import { listFiles, rawAesKey, readJsonLines, runCli, tempDir, VECTORS, writeTree } from './helpers/cli.js'
 
 const POOL = ['--engine', 'pool']
@@ -201,7 +201,7 @@ describe('pool engine: caching limits stay exact (local KMS)', () => {
   beforeAll(async () => {
     kms = await startLocalKms({ latencyMs: 2 })
     keyArn = await kms.createKey('pool.test')
-    env = { AWS_ENDPOINT_URL_KMS: kms.endpoint, AWS_REGION: 'us-east-1', AWS_ACCESS_KEY_ID: 'AKIDLOCALTEST', AWS_SECRET_ACCESS_KEY: 'local-test-secret', AWS_PROFILE: '' }
+    env = localKmsEnv(kms)
   })
   afterAll(() => kms?.close())
 

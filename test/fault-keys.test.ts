@@ -5,7 +5,7 @@ import { existsSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { randomBytes } from 'node:crypto'
 import { KMS } from '@aws-sdk/client-kms'
-import { startLocalKms, type LocalKms } from '../src/local-kms.js'
+import { localKmsEnv, startLocalKms, type LocalKms } from '../src/local-kms.js'
 import { listFiles, rawAesKey, runCli, tempDir, writeTree } from './helpers/cli.js'
 import { expectUntouched } from './helpers/faults.js'
 
@@ -14,7 +14,7 @@ let env: Record<string, string>
 
 beforeAll(async () => {
   kms = await startLocalKms()
-  env = { AWS_ENDPOINT_URL_KMS: kms.endpoint, AWS_REGION: 'us-east-1', AWS_ACCESS_KEY_ID: 'AKIDLOCALTEST', AWS_SECRET_ACCESS_KEY: 'local-test-secret', AWS_PROFILE: '' }
+  env = localKmsEnv(kms)
 })
 afterAll(() => kms?.close())
 

@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { existsSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { randomBytes } from 'node:crypto'
-import { startLocalKms, type LocalKms } from '../src/local-kms.js'
+import { localKmsEnv, startLocalKms, type LocalKms } from '../src/local-kms.js'
 import { listFiles, readJsonLines, runCli, tempDir, writeTree } from './helpers/cli.js'
 
 let kms: LocalKms
@@ -15,13 +15,7 @@ let env: Record<string, string>
 beforeAll(async () => {
   kms = await startLocalKms()
   keyArn = await kms.createKey('kms.test')
-  env = {
-    AWS_ENDPOINT_URL_KMS: kms.endpoint,
-    AWS_REGION: 'us-east-1',
-    AWS_ACCESS_KEY_ID: 'AKIDLOCALTEST',
-    AWS_SECRET_ACCESS_KEY: 'local-test-secret',
-    AWS_PROFILE: '',
-  }
+  env = localKmsEnv(kms)
 })
 afterAll(() => kms?.close())
 

@@ -8,7 +8,7 @@ import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 
 import { dirname, join } from 'node:path'
 import { GenerateDataKeyCommand, KMSClient } from '@aws-sdk/client-kms'
 import { PutObjectCommand, S3Client } from '@aws-sdk/client-s3'
-import { startLocalKms, type LocalKms } from '../src/local-kms.js'
+import { localKmsEnv, startLocalKms, type LocalKms } from '../src/local-kms.js'
 import { listFiles, readJsonLines, runCli, tempDir } from './helpers/cli.js'
 import { startS3rver, S3RVER_ENV } from './helpers/s3rver.js'
 
@@ -24,13 +24,7 @@ beforeAll(async () => {
   kms = await startLocalKms()
   legacyKeyArn = await kms.createKey('legacy scripts')
   newKeyArn = await kms.createKey('envcrypt')
-  env = {
-    AWS_ENDPOINT_URL_KMS: kms.endpoint,
-    AWS_REGION: 'us-east-1',
-    AWS_ACCESS_KEY_ID: 'AKIDLOCALTEST',
-    AWS_SECRET_ACCESS_KEY: 'local-test-secret',
-    AWS_PROFILE: '',
-  }
+  env = localKmsEnv(kms)
   kmsClient = new KMSClient({ endpoint: kms.endpoint, region: 'us-east-1', credentials: { accessKeyId: 'AKIDLOCALTEST', secretAccessKey: 'local-test-secret' } })
 })
 afterAll(async () => {
