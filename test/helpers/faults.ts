@@ -74,6 +74,14 @@ export const runCliAs = (args: string[], options: SpawnOptions = {}) => spawnCli
 export const RUNNING_AS_ROOT = process.getuid?.() === 0
 export const UNPRIVILEGED = RUNNING_AS_ROOT ? { uid: 65534, gid: 65534 } : undefined
 
+/** Why permission tests cannot run here, or '' when they can. As root they run the CLI as `nobody`, which must
+ *  be able to reach the checkout (a clone inside a mode-0700 directory, as `mktemp -d` makes, is out of its reach). */
+export const PERMISSION_TESTS_UNAVAILABLE = (() => {
+  if (!UNPRIVILEGED) return ''
+  const probe = spawnSync(process.execPath, ['-e', `require('node:fs').accessSync(${JSON.stringify(CLI)}, require('node:fs').constants.R_OK)`], { ...UNPRIVILEGED, stdio: 'ignore' })
+  return probe.status === 0 ? '' : `uid ${UNPRIVILEGED.uid} cannot read ${CLI} (a parent directory is not searchable by others)`
+})()
+
 /** Give the unprivileged user ownership of `paths` (no-op when not root). */
 export function handToUnprivileged(...paths: string[]): void {
   if (!UNPRIVILEGED) return
