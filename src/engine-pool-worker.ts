@@ -1,9 +1,10 @@
-// The pool engine's worker: runs engine-js's frame loop on one whole local file, given the materials the
+// The pool engine's worker: runs engine-js's frame loop on whole local files, given the materials the
 // main thread resolved (KMS and the caching materials manager never leave the main thread, so caching limits
 // stay exact). Only plain data crosses threads: the SDK's material objects are rebuilt here with the minimum
-// the loop needs (suite, data key, EDKs, signing or verification key). The worker reads the input and writes
-// the output temporary itself, so no file bytes are posted between threads.
-import { closeSync, fsyncSync, openSync, readSync, writeSync } from 'node:fs'
+// the loop needs (suite, data key, EDKs, signing or verification key). The worker reads the input, creates,
+// writes and commits the output temporary itself (io.ts writeTemporaryFile), so no file bytes are posted
+// between threads and the main thread makes no file system call per file. Small files come in batches.
+import { closeSync, openSync, readSync, writevSync } from 'node:fs'
 import { Writable } from 'node:stream'
 import {
   EncryptedDataKey,
@@ -17,9 +18,12 @@ import { SignatureKey, VerificationKey } from '@aws-crypto/material-management'
 import { readHeader, type ByteSource } from './engine.js'
 import { decryptWithMaterials, encryptWithMaterials } from './engine-js.js'
 import { describeError, EnvcryptError, IntegrityError } from './errors.js'
+import { writeTemporaryFile, WriteStopped, type TemporaryTarget } from './io.js'
 
 /** Bytes per read of the input file: the frame loop batches 1 MiB at a time. */
 const READ_BYTES = 1024 * 1024
+/** Output bytes gathered before a write. */
+const GATHER_BYTES = 256 * 1024
 /** Who made the data key, as the SDK's keyring trace wants one; the real trace stays on the main thread. */
 const TRACE_NAME = { keyNamespace: 'envcrypt-pool', keyName: 'main-thread' }
 
@@ -34,8 +38,7 @@ export interface PlainEncryptedDataKey {
 export interface EncryptFileTask {
   kind: 'encrypt'
   inputPath: string
-  outputPath: string
-  fsync: boolean
+  output: TemporaryTarget
   suiteId: AlgorithmSuiteIdentifier
   encryptionContext: Record<string, string>
   encryptedDataKeys: PlainEncryptedDataKey[]
@@ -49,8 +52,9 @@ export interface EncryptFileTask {
 export interface DecryptFileTask {
   kind: 'decrypt'
   inputPath: string
-  outputPath: string
-  fsync: boolean
+  /** The input's size when the planner knew it: reads are sized to it. */
+  inputSize?: number
+  output: TemporaryTarget
   suiteId: AlgorithmSuiteIdentifier
   encryptionContext: Record<string, string>
   dataKey: Uint8Array
@@ -65,37 +69,58 @@ export interface DecryptFileTask {
 
 export type FileTask = EncryptFileTask | DecryptFileTask
 
+/** One post to a worker: several small files, or one large one. `stop` is shared with the main thread, which
+ *  sets its first element when the run is interrupted. */
+export interface FileBatch {
+  tasks: FileTask[]
+  stop: Int32Array
+}
+
 export type FileTaskResult =
   | { ok: true; bytesIn: number; bytesOut: number; /** encrypt: the header written, with its auth */ headerBytes?: Uint8Array }
-  | { ok: false; error: string; integrity: boolean }
+  | { ok: false; error: string; integrity: boolean; interrupted?: boolean }
 
-/** The input file as a byte source of fresh 1 MiB buffers (the decrypt reader keeps references across reads). */
-function* readFile(fd: number): Generator<Buffer> {
+/** (Exported for tests.) The input file as a byte source of fresh buffers (the decrypt reader keeps references across reads): at
+ *  most 1 MiB, and no larger than what is expected to be left, so a 4 KiB file costs a 4 KiB buffer and a
+ *  one-byte read that finds the end. Stops the run's work at the next read once `stopped()`. */
+export function* readFile(fd: number, expectedSize: number | undefined, stopped: () => boolean): Generator<Buffer> {
+  // Bytes still expected; undefined once unknown (no size given, or the file turned out larger).
+  let left = expectedSize
   for (;;) {
-    const buffer = Buffer.allocUnsafe(READ_BYTES)
-    const read = readSync(fd, buffer, 0, READ_BYTES, null)
+    if (stopped()) throw new WriteStopped('interrupted')
+    const size = left === undefined ? READ_BYTES : Math.max(1, Math.min(READ_BYTES, left))
+    const buffer = Buffer.allocUnsafe(size)
+    const read = readSync(fd, buffer, 0, size, null)
     if (read === 0) return
-    yield read === READ_BYTES ? buffer : buffer.subarray(0, read)
+    if (left !== undefined) left = left > read ? left - read : left === read ? 0 : undefined
+    yield read === size ? buffer : buffer.subarray(0, read)
   }
 }
 
-function asyncSource(fd: number): ByteSource {
+function asyncSource(fd: number, expectedSize: number | undefined, stopped: () => boolean): ByteSource {
   return (async function* () {
-    yield* readFile(fd)
+    yield* readFile(fd, expectedSize, stopped)
   })()
 }
 
 /** A Writable over a file descriptor with synchronous writes: blocking is fine in a worker, and it saves a
- *  thread-pool hop per chunk. Remembers the first chunk, which encryptWithMaterials writes as the header. */
+ *  thread-pool hop per chunk. Small chunks are gathered into one writev (a 4 KiB file's header, frames and
+ *  signature are one system call, not three). Remembers the first chunk, which encryptWithMaterials writes
+ *  as the header. */
 class FileSink extends Writable {
   firstChunk?: Buffer
-  constructor(private readonly fd: number, private readonly fsync: boolean) {
+  private gathered: Buffer[] = []
+  private gatheredBytes = 0
+  constructor(private readonly fd: number) {
     super({ highWaterMark: READ_BYTES })
   }
   override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
     try {
       this.firstChunk ??= Buffer.from(chunk)
-      for (let at = 0; at < chunk.length; ) at += writeSync(this.fd, chunk, at)
+      // Writers hand over fresh buffers (as to any stream): keeping a reference until the writev is safe.
+      this.gathered.push(chunk)
+      this.gatheredBytes += chunk.length
+      if (this.gatheredBytes >= GATHER_BYTES) this.flush()
       callback()
     } catch (err) {
       callback(err as Error)
@@ -103,10 +128,23 @@ class FileSink extends Writable {
   }
   override _final(callback: (error?: Error | null) => void): void {
     try {
-      if (this.fsync) fsyncSync(this.fd)
+      this.flush()
       callback()
     } catch (err) {
       callback(err as Error)
+    }
+  }
+  private flush(): void {
+    let chunks = this.gathered
+    this.gathered = []
+    this.gatheredBytes = 0
+    while (chunks.length > 0) {
+      let written = writevSync(this.fd, chunks)
+      // A short write: drop what was written and go on with the rest.
+      let i = 0
+      while (i < chunks.length && written >= chunks[i]!.length) written -= chunks[i++]!.length
+      chunks = chunks.slice(i)
+      if (written > 0) chunks[0] = chunks[0]!.subarray(written)
     }
   }
 }
@@ -118,7 +156,7 @@ type PemKey = Uint8Array
 /** A data key in its own ArrayBuffer, as the SDK's materials require. */
 const isolated = (bytes: Uint8Array) => new Uint8Array(bytes)
 
-async function encryptFile(task: EncryptFileTask): Promise<FileTaskResult> {
+async function encryptFile(task: EncryptFileTask, stopped: () => boolean): Promise<FileTaskResult> {
   const suite = new NodeAlgorithmSuite(task.suiteId)
   const material = new NodeEncryptionMaterial(suite, task.encryptionContext).setUnencryptedDataKey(isolated(task.dataKey), {
     ...TRACE_NAME,
@@ -130,20 +168,22 @@ async function encryptFile(task: EncryptFileTask): Promise<FileTaskResult> {
   if (task.signatureKey) material.setSignatureKey(new SignatureKey(task.signatureKey.privateKeyPem as unknown as PemKey, task.signatureKey.compressPoint, suite))
   const input = openSync(task.inputPath, 'r')
   try {
-    const output = openSync(task.outputPath, 'w')
-    try {
-      const sink = new FileSink(output, task.fsync)
-      const result = await encryptWithMaterials(material, asyncSource(input), sink, { frameLength: task.frameLength, plaintextLength: task.plaintextLength })
+    return await writeTemporaryFile(task.output, stopped, async (output) => {
+      const sink = new FileSink(output)
+      const source = asyncSource(input, task.plaintextLength, stopped)
+      const result = await encryptWithMaterials(material, source, sink, {
+        frameLength: task.frameLength,
+        plaintextLength: task.plaintextLength,
+        expectedBytes: task.plaintextLength,
+      })
       return { ok: true, bytesIn: result.bytesIn, bytesOut: result.bytesOut, headerBytes: sink.firstChunk }
-    } finally {
-      closeSync(output)
-    }
+    })
   } finally {
     closeSync(input)
   }
 }
 
-async function decryptFile(task: DecryptFileTask): Promise<FileTaskResult> {
+async function decryptFile(task: DecryptFileTask, stopped: () => boolean): Promise<FileTaskResult> {
   const suite = new NodeAlgorithmSuite(task.suiteId)
   const material = new NodeDecryptionMaterial(suite, task.encryptionContext).setUnencryptedDataKey(isolated(task.dataKey), {
     ...TRACE_NAME,
@@ -152,30 +192,39 @@ async function decryptFile(task: DecryptFileTask): Promise<FileTaskResult> {
   if (task.verificationKeyPem) material.setVerificationKey(new VerificationKey(task.verificationKeyPem as unknown as PemKey, suite))
   const input = openSync(task.inputPath, 'r')
   try {
-    const iterator = asyncSource(input)[Symbol.asyncIterator]()
+    const iterator = asyncSource(input, task.inputSize, stopped)[Symbol.asyncIterator]()
     const { parsed, buffered } = await readHeader(iterator, task.maxEncryptedDataKeys)
     if (!Buffer.from(task.expectedHeader).equals(buffered.subarray(0, parsed.headerLength))) {
       throw new EnvcryptError('the input changed while it was being decrypted (its header is not the one read first)')
     }
-    const output = openSync(task.outputPath, 'w')
-    try {
-      const result = await decryptWithMaterials(material, { parsed, headerBytes: buffered, rest: iterator }, new FileSink(output, task.fsync), {
+    return await writeTemporaryFile(task.output, stopped, async (output) => {
+      const result = await decryptWithMaterials(material, { parsed, headerBytes: buffered, rest: iterator }, new FileSink(output), {
         maxBodySize: task.maxBodySize,
+        expectedBytes: task.inputSize,
       })
       return { ok: true, bytesIn: result.bytesIn, bytesOut: result.bytesOut }
-    } finally {
-      closeSync(output)
-    }
+    })
   } finally {
     closeSync(input)
   }
 }
 
-/** Piscina's entry point. Errors come back as data: class identity does not survive the thread boundary. */
-export default async function runFileTask(task: FileTask): Promise<FileTaskResult> {
+async function runFileTask(task: FileTask, stopped: () => boolean): Promise<FileTaskResult> {
   try {
-    return task.kind === 'encrypt' ? await encryptFile(task) : await decryptFile(task)
+    return task.kind === 'encrypt' ? await encryptFile(task, stopped) : await decryptFile(task, stopped)
   } catch (err) {
+    if (err instanceof WriteStopped) return { ok: false, error: 'interrupted', integrity: false, interrupted: true }
     return { ok: false, error: describeError(err), integrity: err instanceof IntegrityError }
+  } finally {
+    task.dataKey.fill(0)
   }
+}
+
+/** Piscina's entry point: the batch's files one after the other. Errors come back as data: class identity
+ *  does not survive the thread boundary. */
+export default async function runFileBatch(batch: FileBatch): Promise<FileTaskResult[]> {
+  const stopped = () => Atomics.load(batch.stop, 0) !== 0
+  const results: FileTaskResult[] = []
+  for (const task of batch.tasks) results.push(await runFileTask(task, stopped))
+  return results
 }

@@ -3,8 +3,9 @@
 // The main thread keeps everything that must be in one place: the keyring, KMS calls and the (caching)
 // materials manager, whose limits are exact only because all lookups go through it (materials.ts). It
 // resolves the materials for a file, then posts plain data (suite, data key, EDKs, signing or verification
-// key, paths) to a worker, which reads the input and writes the output temporary itself. Committing (rename
-// into place) stays with the caller, after the worker reported success.
+// key, paths) to a worker, which reads the input, and creates, writes and commits (renames into place) the
+// output temporary the caller reserved. Small files are posted in batches: a post and its answer cost the
+// main thread ~0.2 ms, as much as the rest of its work for a 4 KiB file.
 //
 // Streams that are not local files (stdin, stdout, S3) take the in-thread js engine, which is also the
 // fallback on a single core.
@@ -23,35 +24,46 @@ import {
 import { parseHeader } from './engine.js'
 import { checkDecryptHeader, jsEngine, resolveDecryptionMaterials, resolveEncryptionMaterials } from './engine-js.js'
 import { EnvcryptError, IntegrityError } from './errors.js'
-import type { DecryptFileTask, EncryptFileTask, FileTask, FileTaskResult } from './engine-pool-worker.js'
+import type { DecryptFileTask, EncryptFileTask, FileBatch, FileTask, FileTaskResult } from './engine-pool-worker.js'
+import type { TemporaryTarget } from './io.js'
 
 export interface FileRunOptions {
-  fsync: boolean
   signal?: AbortSignal
+  /** The input's size, if known: small files are batched, and reads are sized to it. */
+  inputSize?: number
 }
 
-/** An engine that can also run local file to local file off the main thread. `openOutput` creates the
- *  output temporary and returns its path; it is called only once the message is accepted (materials
- *  resolved), so a refused file leaves nothing behind. */
+/** An engine that can also run local file to local file off the main thread. `openOutput` reserves the
+ *  output temporary, which the engine then creates, writes and commits; it is called only once the message
+ *  is accepted (materials resolved), so a refused file leaves nothing behind. */
 export interface FileEngine extends Engine {
-  encryptFile(inputPath: string, openOutput: () => Promise<string>, options: EncryptMessageOptions & FileRunOptions): Promise<MessageResult>
-  decryptFile(inputPath: string, openOutput: () => Promise<string>, options: DecryptMessageOptions & FileRunOptions): Promise<MessageResult>
+  encryptFile(inputPath: string, openOutput: () => Promise<TemporaryTarget>, options: EncryptMessageOptions & FileRunOptions): Promise<MessageResult>
+  decryptFile(inputPath: string, openOutput: () => Promise<TemporaryTarget>, options: DecryptMessageOptions & FileRunOptions): Promise<MessageResult>
 }
 
 export function isFileEngine(engine: Engine): engine is FileEngine {
   return typeof (engine as Partial<FileEngine>).encryptFile === 'function'
 }
 
+/** Replaced by the reserved output just before the task is posted. */
+const PENDING_OUTPUT: TemporaryTarget = { temporaryPath: '', finalPath: '', mode: 0o600, fsync: false, noClobber: false }
+
 /** Header bytes read per step on the main thread (headers are usually well under 4 KiB). */
 const HEADER_READ_BYTES = 64 * 1024
 
-let pool: Piscina<FileTask, FileTaskResult> | undefined
+/** A post holds at most this many files or bytes (a file larger than that goes alone). */
+const BATCH_MAX_FILES = 16
+const BATCH_MAX_BYTES = 1024 * 1024
+/** Posts in flight per worker thread: one running, one waiting, so no worker idles for a round trip. */
+const POSTS_PER_THREAD = 2
 
-function workerPool(): Piscina<FileTask, FileTaskResult> {
+let pool: Piscina<FileBatch, FileTaskResult[]> | undefined
+
+function workerPool(): Piscina<FileBatch, FileTaskResult[]> {
   const threads = availableParallelism()
   // Created on first use: a run with only stdin or S3 never starts threads. Idle workers are unref'd by
   // piscina, so they do not keep the process alive.
-  pool ??= new Piscina<FileTask, FileTaskResult>({
+  pool ??= new Piscina<FileBatch, FileTaskResult[]>({
     filename: new URL('./engine-pool-worker.js', import.meta.url).href,
     minThreads: threads,
     maxThreads: threads,
@@ -68,13 +80,92 @@ export async function closeWorkerPool(): Promise<void> {
   await current?.destroy()
 }
 
-/** Open the output (only now: a refused file leaves nothing behind), then run the task on a worker. The task's
- *  copy of the data key is zeroed whatever happens. */
-async function runInWorker(task: FileTask, openOutput: () => Promise<string>, signal: AbortSignal | undefined): Promise<FileTaskResult & { ok: true }> {
+// One stop flag per run (per AbortSignal), shared with the workers: they check it between reads and around
+// creating and renaming an output, so an interrupted run stops its files without terminating threads.
+const NOT_INTERRUPTIBLE = new Int32Array(new SharedArrayBuffer(4))
+const stopFlags = new WeakMap<AbortSignal, Int32Array>()
+function stopFlagFor(signal: AbortSignal | undefined): Int32Array {
+  if (!signal) return NOT_INTERRUPTIBLE
+  let flag = stopFlags.get(signal)
+  if (!flag) {
+    const created = new Int32Array(new SharedArrayBuffer(4))
+    if (signal.aborted) Atomics.store(created, 0, 1)
+    else signal.addEventListener('abort', () => Atomics.store(created, 0, 1), { once: true })
+    stopFlags.set(signal, created)
+    flag = created
+  }
+  return flag
+}
+
+interface Queued {
+  task: FileTask
+  size: number
+  resolve(result: FileTaskResult): void
+  reject(err: unknown): void
+}
+
+// Files waiting for a post, per stop flag (runs with different signals never share a post). Work is posted
+// only while fewer than POSTS_PER_THREAD posts per thread are in flight; files that queue up meanwhile go
+// together in the next posts. So a lone file is posted at once, and 10,000 small ones go ~8 per post.
+const waiting = new Map<Int32Array, Queued[]>()
+let postsInFlight = 0
+let flushScheduled = false
+
+function scheduleFlush(): void {
+  if (flushScheduled) return
+  flushScheduled = true
+  // At the end of this event-loop turn: files whose materials resolved in the same turn can share a post.
+  setImmediate(flush)
+}
+
+function flush(): void {
+  flushScheduled = false
+  const slots = availableParallelism() * POSTS_PER_THREAD
+  for (const [stop, queue] of waiting) {
+    while (queue.length > 0 && postsInFlight < slots) {
+      // Spread what is waiting over the free slots, so that every thread gets work.
+      const share = Math.min(BATCH_MAX_FILES, Math.ceil(queue.length / (slots - postsInFlight)))
+      let count = 0
+      let bytes = 0
+      while (count < share && count < queue.length && (count === 0 || bytes + queue[count]!.size <= BATCH_MAX_BYTES)) bytes += queue[count++]!.size
+      post(stop, queue.splice(0, count))
+    }
+    if (queue.length === 0) waiting.delete(stop)
+  }
+}
+
+function post(stop: Int32Array, batch: Queued[]): void {
+  postsInFlight++
+  workerPool()
+    .run({ tasks: batch.map((queued) => queued.task), stop })
+    .then(
+      (results) => batch.forEach((queued, i) => queued.resolve(results[i]!)),
+      (err) => batch.forEach((queued) => queued.reject(err)),
+    )
+    .finally(() => {
+      postsInFlight--
+      if (waiting.size > 0) scheduleFlush()
+    })
+}
+
+/** Run one file task on a worker, in a post of its own or together with other waiting files. */
+function runTask(task: FileTask, size: number | undefined, stop: Int32Array): Promise<FileTaskResult> {
+  return new Promise((resolve, reject) => {
+    let queue = waiting.get(stop)
+    if (!queue) waiting.set(stop, (queue = []))
+    // Unknown size: as if large, so it goes alone.
+    queue.push({ task, size: size ?? BATCH_MAX_BYTES, resolve, reject })
+    scheduleFlush()
+  })
+}
+
+/** Reserve the output (only now: a refused file leaves nothing behind), then run the task on a worker. The
+ *  task's copy of the data key is zeroed whatever happens (the worker zeroes its own). */
+async function runInWorker(task: FileTask, size: number | undefined, openOutput: () => Promise<TemporaryTarget>, signal: AbortSignal | undefined): Promise<FileTaskResult & { ok: true }> {
   let result: FileTaskResult
   try {
-    task.outputPath = await openOutput()
-    result = await workerPool().run(task, { signal })
+    task.output = await openOutput()
+    result = await runTask(task, size, stopFlagFor(signal))
   } finally {
     task.dataKey.fill(0)
   }
@@ -117,8 +208,7 @@ export const poolEngine: FileEngine = {
       task = {
         kind: 'encrypt',
         inputPath,
-        outputPath: '',
-        fsync: options.fsync,
+        output: PENDING_OUTPUT,
         suiteId: material.suite.id,
         encryptionContext: { ...material.encryptionContext },
         encryptedDataKeys: material.encryptedDataKeys.map(({ providerId, providerInfo, encryptedDataKey, rawInfo }) => ({
@@ -135,7 +225,7 @@ export const poolEngine: FileEngine = {
     } finally {
       material.zeroUnencryptedDataKey()
     }
-    const result = await runInWorker(task, openOutput, options.signal)
+    const result = await runInWorker(task, options.plaintextLength, openOutput, options.signal)
     const parsed = result.headerBytes && parseHeader(result.headerBytes)
     if (!parsed) throw new EnvcryptError('internal: the worker returned no message header')
     return { header: parsed.header, bytesIn: result.bytesIn, bytesOut: result.bytesOut }
@@ -154,8 +244,8 @@ export const poolEngine: FileEngine = {
       task = {
         kind: 'decrypt',
         inputPath,
-        outputPath: '',
-        fsync: options.fsync,
+        inputSize: options.inputSize,
+        output: PENDING_OUTPUT,
         suiteId: material.suite.id,
         encryptionContext: { ...material.encryptionContext },
         dataKey: dataKeyBytes(material),
@@ -167,7 +257,7 @@ export const poolEngine: FileEngine = {
     } finally {
       material.zeroUnencryptedDataKey()
     }
-    const result = await runInWorker(task, openOutput, options.signal)
+    const result = await runInWorker(task, options.inputSize, openOutput, options.signal)
     return { header: parsed.header, headerAuth: parsed.headerAuth, bytesIn: result.bytesIn, bytesOut: result.bytesOut }
   },
 }

@@ -1,7 +1,7 @@
 // One small source/sink interface for local trees, stdin/stdout and S3 (see s3.ts), so that the tree
 // runner never cares where bytes come from or go. Sinks are atomic: nothing appears at the final name
 // until `commit()`, and `abort()` leaves nothing behind.
-import { createReadStream, createWriteStream, unlinkSync } from 'node:fs'
+import { closeSync, createReadStream, createWriteStream, fchmodSync, fsyncSync, linkSync, openSync, renameSync, unlinkSync } from 'node:fs'
 import { mkdir, open, rename, link, unlink, chmod, stat, readdir } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
 import { createHash, randomBytes } from 'node:crypto'
@@ -45,13 +45,28 @@ export interface OutputTarget {
   isUpToDate?(input: InputItem): Promise<boolean>
   /** Reads a committed output back (`migrate --delete-source` verifies it first). */
   read?(): Promise<ByteSource>
-  /** Local files only: an empty temporary (mode 0600) for a writer in another thread, with the same
-   *  commit/abort as `open`; the writer must have closed it before `commit`. */
-  openTemporary?(options: { mode: number; fsync: boolean }): Promise<TemporaryWriter>
+  /** Local files only: a temporary name beside the output, registered for removal on exit, for a writer in
+   *  another thread that creates, writes and commits it itself (`writeTemporaryFileSync`'s contract).
+   *  Creates nothing: opening and renaming a file costs the main thread more than the worker. */
+  openTemporary?(options: { mode: number; fsync: boolean; noClobber: boolean }): Promise<TemporaryWriter>
 }
 
-export interface TemporaryWriter extends Omit<OutputWriter, 'stream'> {
-  path: string
+/** What a writer in another thread needs to create, fill and commit an output itself. Plain data. */
+export interface TemporaryTarget {
+  /** Created with O_EXCL and mode 0600, beside `finalPath`. */
+  temporaryPath: string
+  finalPath: string
+  /** Permission bits the output gets just before it is renamed into place. */
+  mode: number
+  fsync: boolean
+  /** Link instead of rename: fail rather than replace an existing output. */
+  noClobber: boolean
+}
+
+export interface TemporaryWriter extends Omit<OutputWriter, 'stream' | 'commit'> {
+  target: TemporaryTarget
+  /** The writer reported that it committed the output: forget the temporary. */
+  commit(): Promise<void>
 }
 
 /** Temporary outputs start with this; the planner never takes them as input. */
@@ -170,16 +185,75 @@ export function localFileOutput(path: string): OutputTarget {
         },
       }
     },
-    openTemporary: async ({ mode, fsync }) => {
-      const temporary = await prepareTemporary(path)
-      await (await open(temporary, 'wx', 0o600)).close()
-      const renamer = temporaryRenamer(temporary, path, { mode, fsync })
+    openTemporary: async ({ mode, fsync, noClobber }) => {
+      const temporaryPath = await prepareTemporary(path)
+      let state: 'open' | 'committed' | 'aborted' = 'open'
       return {
-        path: temporary,
-        commit: (options) => renamer.commit(options, async () => undefined),
-        abort: () => renamer.abort(() => undefined),
+        target: { temporaryPath, finalPath: path, mode: mode & 0o777, fsync, noClobber },
+        async commit() {
+          state = 'committed'
+          liveTemporaries.delete(temporaryPath)
+        },
+        async abort() {
+          if (state !== 'open') return
+          state = 'aborted'
+          // The writer may still be creating it: it checks its stop flag after creating (writeTemporaryFileSync).
+          await unlink(temporaryPath).catch(() => undefined)
+          liveTemporaries.delete(temporaryPath)
+        },
       }
     },
+  }
+}
+
+/** Thrown by writeTemporaryFileSync when its stop flag is set: the run was interrupted. */
+export class WriteStopped extends Error {}
+
+/** Create `target`'s temporary (O_EXCL, 0600), let `write` fill it through the descriptor, then commit it as
+ *  `temporaryRenamer` does: fsync if asked, chmod, rename (or link + unlink with noClobber), fsync the
+ *  directory if asked. The file system calls are synchronous: this runs in worker threads, where blocking
+ *  is cheaper than a thread-pool hop. On any failure the temporary is removed.
+ *  `stopped()` is checked right after the file exists and again just before the rename: an interrupted
+ *  run's main thread removes the temporaries it knows of, and one created after that sweep is removed here. */
+export async function writeTemporaryFile<T>(target: TemporaryTarget, stopped: () => boolean, write: (fd: number) => Promise<T>): Promise<T> {
+  const { temporaryPath, finalPath } = target
+  let fd: number | undefined = openSync(temporaryPath, 'wx', 0o600)
+  try {
+    if (stopped()) throw new WriteStopped('interrupted')
+    const result = await write(fd)
+    if (target.fsync) fsyncSync(fd)
+    fchmodSync(fd, target.mode)
+    closeSync(fd)
+    fd = undefined
+    if (stopped()) throw new WriteStopped('interrupted')
+    if (target.noClobber) {
+      try {
+        linkSync(temporaryPath, finalPath)
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'EEXIST') throw new EnvcryptError(`output ${finalPath} already exists (not overwritten)`)
+        throw err
+      }
+      unlinkSync(temporaryPath)
+    } else {
+      renameSync(temporaryPath, finalPath)
+    }
+    if (target.fsync) {
+      const dir = openSync(dirname(finalPath), 'r')
+      try {
+        fsyncSync(dir)
+      } finally {
+        closeSync(dir)
+      }
+    }
+    return result
+  } catch (err) {
+    if (fd !== undefined) closeSync(fd)
+    try {
+      unlinkSync(temporaryPath)
+    } catch {
+      /* not created, or already removed by the main thread */
+    }
+    throw err
   }
 }
 

@@ -1,6 +1,6 @@
 // File planning: turns `-i`/`-o`/`-r`/`--suffix` into a list of (input, output) pairs before anything is
 // written, so that every refusal (collisions, output inside input, missing files) happens up front.
-import { lstat, realpath, stat } from 'node:fs/promises'
+import { realpath, stat } from 'node:fs/promises'
 import { basename, dirname, isAbsolute, join, relative, resolve, sep } from 'node:path'
 import fg from 'fast-glob'
 import { EnvcryptError, UsageError } from './errors.js'
@@ -54,6 +54,9 @@ interface Listed {
 
 export async function planFiles(options: PlanOptions, stores: readonly Store[] = []): Promise<PlannedFile[]> {
   if (options.inputs.length === 0) throw new UsageError('-i/--input is required')
+  // Real paths of directories, once per directory: 10,000 files in one folder share theirs.
+  const realDirectories = new Map<string, Promise<string>>()
+  const sameEntry = (a: string, b: string) => isSameEntry(a, b, realDirectories)
   const listings: Listed[] = []
   if (options.manifest) listings.push(await manifestInputs(options.inputs, options.manifest, stores))
   else for (const input of options.inputs) listings.push(await listInput(input, options, stores))
@@ -170,21 +173,20 @@ function missingInput(path: string, relPath: string, line: number): InputItem {
 
 async function walkDirectory(root: string, options: PlanOptions): Promise<InputItem[]> {
   const realRoot = await realpath(root)
+  // stats: fast-glob lstats the entries itself, concurrently (one awaited lstat per file took ~2 s for 10,000).
   const entries = await fg('**/*', {
     cwd: root,
     dot: true,
     onlyFiles: false,
     followSymbolicLinks: false,
+    stats: true,
     // fast-glob is told to treat the name literally (no escaping needed for names with glob characters).
   })
-  entries.sort()
+  entries.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0))
   const items: InputItem[] = []
-  for (const rel of entries) {
-    const name = rel.split('/').pop()!
-    if (name.startsWith(TEMP_PREFIX)) continue
+  for (const { path: rel, name, stats: linkInfo } of entries) {
+    if (name.startsWith(TEMP_PREFIX) || !linkInfo) continue
     const full = join(root, ...rel.split('/'))
-    const linkInfo = await lstat(full).catch(() => undefined)
-    if (!linkInfo) continue
     if (linkInfo.isSymbolicLink()) {
       const target = await realpath(full).catch(() => undefined)
       if (!target) {
@@ -234,9 +236,14 @@ async function realpathOfExisting(path: string): Promise<string> {
 }
 
 /** Whether two local paths name the same directory entry (symlinked directories resolved, not the final name:
- *  renaming over a symlink replaces the link, never its target). */
-async function sameEntry(a: string, b: string): Promise<boolean> {
+ *  renaming over a symlink replaces the link, never its target). `realDirectories` caches directories' real paths. */
+async function isSameEntry(a: string, b: string, realDirectories: Map<string, Promise<string>>): Promise<boolean> {
   if (a === b) return true
-  const entry = async (path: string) => join(await realpathOfExisting(dirname(path)), basename(path))
+  const entry = async (path: string) => {
+    const dir = dirname(path)
+    let real = realDirectories.get(dir)
+    if (!real) realDirectories.set(dir, (real = realpathOfExisting(dir)))
+    return join(await real, basename(path))
+  }
   return (await entry(a)) === (await entry(b))
 }

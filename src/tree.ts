@@ -222,7 +222,8 @@ async function runTree(mode: Mode, options: EncryptTreeOptions & DecryptTreeOpti
     const event: FileEvent = { input: file.input.display, output: file.output.display, status: 'ok', bytesIn: 0, bytesOut: 0 }
     let header: MessageHeader | undefined
     let parsed: ParsedHeader | undefined
-    let writer: Pick<OutputWriter, 'commit' | 'abort'> | undefined
+    // A stream writer, or a temporary the engine commits itself (commit() then only records that it did).
+    let writer: { commit(options: { noClobber: boolean }): Promise<void>; abort(): Promise<void> } | undefined
     let opened: ByteSource | undefined
     let transformed: TransformedSource | undefined
     try {
@@ -267,16 +268,15 @@ async function runTree(mode: Mode, options: EncryptTreeOptions & DecryptTreeOpti
       const { openTemporary } = file.output
       const byFile = isFileEngine(engine) && localPath !== undefined && openTemporary && !options.encode && !options.decode && !stage && !options.transformSource
       if (byFile) {
-        // Local file to local file: the engine's worker reads and writes the files; we only commit.
+        // Local file to local file: the engine's worker reads the input and creates, writes and commits the output.
         const openOutput = async () => {
           if (options.signal?.aborted) throw new InterruptedError('SIGTERM')
-          const temporary = await openTemporary({ mode: outputMode, fsync: options.fsync ?? false })
+          const temporary = await openTemporary({ mode: outputMode, fsync: options.fsync ?? false, noClobber: options.noOverwrite ?? false })
           writer = temporary
           inFlight.add(temporary)
-          if (options.signal?.aborted) throw new InterruptedError('SIGTERM')
-          return temporary.path
+          return temporary.target
         }
-        const fileOptions = { fsync: options.fsync ?? false, signal: options.signal }
+        const fileOptions = { signal: options.signal, inputSize: file.input.size }
         result = await untilAborted(options.signal, mode === 'encrypt'
           ? engine.encryptFile(localPath, openOutput, { ...encryptOptions, ...fileOptions })
           : engine.decryptFile(localPath, openOutput, { ...decryptOptions, ...fileOptions }))

@@ -101,12 +101,13 @@ const MIN_SPILL_LENGTH = 8
 /** Any file under `root` that holds a whole plaintext (of 8 bytes or more), or starts with the first 64 bytes of a large one. */
 function plaintextSpills(root: string, plain: Map<string, Buffer>): string[] {
   const found: string[] = []
-  for (const rel of listFiles(root)) {
+  // Not listFiles: its stat fails on a temporary renamed between the listing and the stat.
+  for (const rel of readdirSync(root, { recursive: true }).map(String)) {
     let bytes: Buffer
     try {
       bytes = readFileSync(join(root, rel))
     } catch {
-      continue // a temporary renamed or removed meanwhile
+      continue // a directory, or a temporary renamed or removed meanwhile
     }
     for (const original of plain.values()) {
       // Very short plaintexts can equal a legacy ciphertext by chance (1 in 256 for a 1-byte CTR file).
