@@ -152,8 +152,9 @@ if (kind === 'sign') {
     fs.renameSync(temporary, dir + '/out-' + id + '-' + n++)
   }
 }
+step()
+parentPort.postMessage('ready')
 parentPort.once('message', () => {
-  step()
   let count = 0
   const started = performance.now()
   while (performance.now() - started < seconds * 1000) { step(); count++ }
@@ -161,15 +162,16 @@ parentPort.once('message', () => {
 })
 `
 
-async function allCoresRate(kind: 'sign' | 'files', dir: string, seconds = 0.5): Promise<number> {
+async function allCoresRate(kind: 'sign' | 'files', dir: string, seconds = 1): Promise<number> {
   const threads = availableParallelism()
   const workers = Array.from({ length: threads }, (_, id) => new Worker(ALL_CORES_WORKER, { eval: true, workerData: { kind, seconds, dir, id } }))
   try {
-    // Set up (key generation, input files) before the clock starts, then start all at once.
-    await Promise.all(workers.map((worker) => new Promise((resolve) => worker.once('online', resolve))))
-    const rates = workers.map((worker) => new Promise<number>((resolve, reject) => (worker.once('message', resolve), worker.once('error', reject))))
+    // Each sets up (key generation, input file, one warm-up step) and says 'ready'; then all start at once.
+    const next = (worker: Worker) => new Promise<unknown>((resolve, reject) => (worker.once('message', resolve), worker.once('error', reject)))
+    await Promise.all(workers.map(next))
+    const rates = workers.map(next)
     for (const worker of workers) worker.postMessage('start')
-    return (await Promise.all(rates)).reduce((sum, value) => sum + value, 0)
+    return (await Promise.all(rates)).reduce<number>((sum, value) => sum + Number(value), 0)
   } finally {
     await Promise.all(workers.map((worker) => worker.terminate()))
   }

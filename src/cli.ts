@@ -17,7 +17,7 @@ import { keygen } from './keygen.js'
 import { runLocalKms } from './local-kms.js'
 import { MIGRATE_DESCRIPTION, migrateOptions, runMigrate, type MigrateArgs } from './migrate-cli.js'
 import { benchCommand, benchMain, type BenchArgs } from './bench.js'
-import { decryptTree, encryptTree, defaultJobs, type FileEvent, type TreeSummary } from './tree.js'
+import { decryptTree, encryptTree, defaultJobs, defaultPoolJobs, type FileEvent, type TreeSummary } from './tree.js'
 import { VERSION } from './version.js'
 import { parseManifest, parseShard, relativeToInput, type ManifestEntry } from './shard.js'
 import type { Store } from './plan.js'
@@ -133,7 +133,7 @@ function mainOptions(y: Argv) {
     .option('decode', { type: 'boolean', describe: 'base64-decode the input' })
     .option('verbose', { alias: 'v', type: 'count', describe: 'more output on stderr' })
     .option('quiet', { alias: 'q', type: 'boolean', describe: 'only errors on stderr' })
-    .option('jobs', { alias: 'j', type: 'number', describe: `files processed at once (default ${defaultJobs()})` })
+    .option('jobs', { alias: 'j', type: 'number', describe: `files processed at once (default ${defaultJobs()}; ${defaultPoolJobs()} when all files go local to local through the worker pool)` })
     .option('skip-existing', { type: 'boolean', describe: 'leave outputs that already exist alone (resume an interrupted run)' })
     .option('fsync', { type: 'boolean', describe: 'flush each output and its directory to disk around the rename' })
     .option('summary', { type: 'string', describe: 'write a JSON run summary to FILE or - (stdout)' })

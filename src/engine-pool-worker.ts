@@ -108,7 +108,7 @@ function asyncSource(fd: number, expectedSize: number | undefined, stopped: () =
  *  signature are one system call, not three). Remembers the first chunk, which encryptWithMaterials writes
  *  as the header. */
 class FileSink extends Writable {
-  firstChunk?: Buffer
+  firstChunk?: Uint8Array
   private gathered: Buffer[] = []
   private gatheredBytes = 0
   constructor(private readonly fd: number) {
@@ -116,7 +116,8 @@ class FileSink extends Writable {
   }
   override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
     try {
-      this.firstChunk ??= Buffer.from(chunk)
+      // A copy in a buffer of its own size (not a slice of the 8 KiB pool): it is posted back to the main thread.
+      this.firstChunk ??= new Uint8Array(chunk)
       // Writers hand over fresh buffers (as to any stream): keeping a reference until the writev is safe.
       this.gathered.push(chunk)
       this.gatheredBytes += chunk.length

@@ -8,6 +8,7 @@ import { join } from 'node:path'
 import { randomBytes } from 'node:crypto'
 import { writeTemporaryFile, WriteStopped, type TemporaryTarget } from '../src/io.js'
 import runFileBatch, { readFile, type EncryptFileTask } from '../src/engine-pool-worker.js'
+import { ownBytes } from '../src/engine-pool.js'
 import { tempDir } from './helpers/cli.js'
 
 const notStopped = () => false
@@ -152,5 +153,17 @@ describe('a worker batch', () => {
     ])
     expect(readdirSync(dir)).toEqual(['in.bin'])
     expect(dataKey.every((byte) => byte === 0)).toBe(true)
+  })
+})
+
+describe('ownBytes: what is posted to a worker is copied whole', () => {
+  it('a slice of a larger buffer is copied into a buffer of its own size; an exact one is passed as is', () => {
+    const pooled = Buffer.from('a 16-byte string') // a slice of Node's 8 KiB pool
+    expect(pooled.buffer.byteLength).toBeGreaterThan(16)
+    const own = ownBytes(pooled)
+    expect(own.buffer.byteLength).toBe(16)
+    expect(Buffer.from(own).equals(pooled)).toBe(true)
+    const exact = new Uint8Array(16)
+    expect(ownBytes(exact)).toBe(exact)
   })
 })
