@@ -59,8 +59,15 @@ const POSTS_PER_THREAD = 2
 
 let pool: Piscina<FileBatch, FileTaskResult[]> | undefined
 
+/** Worker threads: one per core unless ENVCRYPT_POOL_THREADS says otherwise (a container whose CPU quota is
+ *  below the cores it sees). More threads than cores did not help small files: their cost is CPU, not waiting. */
+const poolThreads = () => {
+  const requested = Number(process.env.ENVCRYPT_POOL_THREADS)
+  return Number.isInteger(requested) && requested > 0 ? requested : availableParallelism()
+}
+
 function workerPool(): Piscina<FileBatch, FileTaskResult[]> {
-  const threads = availableParallelism()
+  const threads = poolThreads()
   // Created on first use: a run with only stdin or S3 never starts threads. Idle workers are unref'd by
   // piscina, so they do not keep the process alive.
   pool ??= new Piscina<FileBatch, FileTaskResult[]>({
@@ -69,6 +76,10 @@ function workerPool(): Piscina<FileBatch, FileTaskResult[]> {
     maxThreads: threads,
     // Each worker does blocking file I/O in its task: one task per thread at a time.
     concurrentTasksPerWorker: 1,
+    // V8's default young generation (~32 MB per thread) only grows RSS here: a worker's objects are short-lived
+    // and small (file bytes live outside the heap). 10,000 x 4 KiB: 348 MB peak RSS by default, 276 MB at 8 MB,
+    // the same speed; 1 GiB / 200 files: unchanged.
+    resourceLimits: { maxYoungGenerationSizeMb: 8 },
   })
   return pool
 }
@@ -120,7 +131,7 @@ function scheduleFlush(): void {
 
 function flush(): void {
   flushScheduled = false
-  const slots = availableParallelism() * POSTS_PER_THREAD
+  const slots = poolThreads() * POSTS_PER_THREAD
   for (const [stop, queue] of waiting) {
     while (queue.length > 0 && postsInFlight < slots) {
       // Spread what is waiting over the free slots, so that every thread gets work.
