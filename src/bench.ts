@@ -31,6 +31,8 @@ const UNSIGNED = 'AES_256_GCM_HKDF_SHA512_COMMIT_KEY'
 /** Random data is generated and written this much at a time. */
 const WRITE_CHUNK = 64 * 1024 * 1024
 const COMPARE_CHUNK = 4 * 1024 * 1024
+/** Datasets of files up to this size get the signing-rate comparison. */
+const SMALL_FILE_BYTES = 1024 * 1024
 
 export interface BenchOptions {
   files: number
@@ -417,7 +419,8 @@ export function formatReport(report: BenchReport): string {
 /** For signed suites: each encrypt run's files/s as a share of the all-core signing rate, and of the ceiling
  *  that also counts each file's file-system work (what "close to what the machine can do" means for small files). */
 function signedShareLines(report: BenchReport): string[] {
-  if (!/ECDSA/.test(report.algorithm)) return []
+  // Only where a file's signature is a noticeable part of its cost: small files.
+  if (!/ECDSA/.test(report.algorithm) || report.file_size > SMALL_FILE_BYTES) return []
   const signs = report.reference.ecdsa_p384_signs_per_s_all_cores
   const ceiling = signedSmallFileCeiling(report.reference)
   const percent = (value: number) => `${Math.round(value * 100)}%`

@@ -212,6 +212,7 @@ async function decryptFile(task: DecryptFileTask, stopped: () => boolean): Promi
 
 async function runFileTask(task: FileTask, stopped: () => boolean): Promise<FileTaskResult> {
   try {
+    if (stopped()) throw new WriteStopped('interrupted')
     return task.kind === 'encrypt' ? await encryptFile(task, stopped) : await decryptFile(task, stopped)
   } catch (err) {
     if (err instanceof WriteStopped) return { ok: false, error: 'interrupted', integrity: false, interrupted: true }

@@ -108,6 +108,8 @@ function stopFlagFor(signal: AbortSignal | undefined): Int32Array {
   return flag
 }
 
+const INTERRUPTED: FileTaskResult = { ok: false, error: 'interrupted', integrity: false, interrupted: true }
+
 interface Queued {
   task: FileTask
   size: number
@@ -133,6 +135,10 @@ function flush(): void {
   flushScheduled = false
   const slots = poolThreads() * POSTS_PER_THREAD
   for (const [stop, queue] of waiting) {
+    if (Atomics.load(stop, 0) !== 0) {
+      // The run was interrupted: what has not been posted yet is not started at all.
+      for (const queued of queue.splice(0)) queued.resolve(INTERRUPTED)
+    }
     while (queue.length > 0 && postsInFlight < slots) {
       // Spread what is waiting over the free slots, so that every thread gets work.
       const share = Math.min(BATCH_MAX_FILES, Math.ceil(queue.length / (slots - postsInFlight)))
