@@ -23,7 +23,7 @@ import {
 } from './engine.js'
 import { parseHeader } from './engine.js'
 import { checkDecryptHeader, jsEngine, resolveDecryptionMaterials, resolveEncryptionMaterials } from './engine-js.js'
-import { EnvcryptError, IntegrityError } from './errors.js'
+import { EnvcryptError, IntegrityError, untilAborted } from './errors.js'
 import type { DecryptFileTask, EncryptFileTask, FileBatch, FileTask, FileTaskResult } from './engine-pool-worker.js'
 import type { TemporaryTarget } from './io.js'
 
@@ -190,6 +190,17 @@ async function runInWorker(task: FileTask, size: number | undefined, openOutput:
   return result
 }
 
+/** Materials may wait on KMS retries: an interrupted run does not wait for them, and zeroes their data key
+ *  if they still arrive. */
+async function materialsUnlessAborted<M extends { zeroUnencryptedDataKey(): unknown }>(signal: AbortSignal | undefined, pending: Promise<M>): Promise<M> {
+  try {
+    return await untilAborted(signal, pending)
+  } catch (err) {
+    pending.then((material) => material.zeroUnencryptedDataKey(), () => undefined)
+    throw err
+  }
+}
+
 /** `bytes` in an ArrayBuffer of exactly its size. A post to a worker copies a typed array's whole buffer: an
  *  EDK decoded into Node's 8 KiB buffer pool, or a header read into a 64 KiB buffer, would cost that much
  *  per file. */
@@ -231,7 +242,7 @@ export const poolEngine: FileEngine = {
   decrypt: (input: ByteSource, output, options) => jsEngine.decrypt(input, output, options),
 
   async encryptFile(inputPath, openOutput, options) {
-    const material = await resolveEncryptionMaterials(options)
+    const material = await materialsUnlessAborted(options.signal, resolveEncryptionMaterials(options))
     let task: EncryptFileTask
     try {
       const signatureKey = material.suite.signatureCurve ? material.signatureKey : undefined
@@ -267,7 +278,7 @@ export const poolEngine: FileEngine = {
     checkDecryptHeader(parsed, options)
     // Before the materials manager: a refused header never costs a KMS call.
     if (options.onHeader) await options.onHeader(parsed)
-    const material = await resolveDecryptionMaterials(parsed, options)
+    const material = await materialsUnlessAborted(options.signal, resolveDecryptionMaterials(parsed, options))
     let task: DecryptFileTask
     try {
       const verificationKey = material.suite.signatureCurve ? material.verificationKey : undefined

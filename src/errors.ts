@@ -27,6 +27,20 @@ export class InterruptedError extends EnvcryptError {
   }
 }
 
+/** `work`, or an InterruptedError as soon as `signal` aborts (a file waiting on KMS retries must not hold
+ *  an interrupted run; whatever `work` does later goes to an aborted writer and is discarded). */
+export function untilAborted<T>(signal: AbortSignal | undefined, work: Promise<T>): Promise<T> {
+  if (!signal) return work
+  work.catch(() => undefined)
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(new InterruptedError(String(signal.reason ?? 'SIGTERM') as NodeJS.Signals))
+    if (signal.aborted) return onAbort()
+    signal.addEventListener('abort', onAbort, { once: true })
+    const settle = () => signal.removeEventListener('abort', onAbort)
+    work.then((value) => (settle(), resolve(value)), (err) => (settle(), reject(err)))
+  })
+}
+
 const SDK_MESSAGE_HINTS: Array<[RegExp, string]> = [
   [/Unsupported state or unable to authenticate data|unable to authenticate/i, 'authentication failed: the message was altered or the key is wrong'],
   [/Invalid Signature/i, 'signature verification failed: the message was altered'],

@@ -11,7 +11,7 @@ import { parseAlgorithm, parseCommitmentPolicy, type CommitmentPolicyName } from
 import { jsEngine } from './engine-js.js'
 import { sdkEngine, type ByteSource, type DecryptMessageOptions, type EncryptMessageOptions, type Engine, type MessageResult, type ParsedHeader } from './engine.js'
 import { isFileEngine, poolEngine } from './engine-pool.js'
-import { describeError, EnvcryptError, IntegrityError, InterruptedError, UsageError } from './errors.js'
+import { describeError, EnvcryptError, IntegrityError, InterruptedError, untilAborted, UsageError } from './errors.js'
 import { lazyWriter, type InputItem, type OutputWriter } from './io.js'
 import { buildKeyring, parseWrappingKeySpec, type KmsCallCounts, type WrappingKeySpec } from './keys.js'
 import { buildMaterialsManager, type CachingSettings } from './materials.js'
@@ -283,7 +283,9 @@ async function runTree(mode: Mode, options: EncryptTreeOptions & DecryptTreeOpti
           return temporary.target
         }
         const fileOptions = { signal: options.signal, inputSize: file.input.size }
-        result = await untilAborted(options.signal, mode === 'encrypt'
+        // Not untilAborted: the engine stops waiting on KMS itself, and a file its worker already committed
+        // when the run is interrupted still counts (and gets its metadata line); workers stop at their next check.
+        result = await (mode === 'encrypt'
           ? engine.encryptFile(localPath, openOutput, { ...encryptOptions, ...fileOptions })
           : engine.decryptFile(localPath, openOutput, { ...decryptOptions, ...fileOptions }))
       } else {
@@ -356,20 +358,6 @@ async function runTree(mode: Mode, options: EncryptTreeOptions & DecryptTreeOpti
   summary.seconds = Math.round((performance.now() - started) / 10) / 100
   if (options.signal?.aborted) summary.interrupted = String(options.signal.reason ?? 'aborted')
   return summary
-}
-
-/** `work`, or an InterruptedError as soon as `signal` aborts (a file waiting on KMS retries must not hold
- *  an interrupted run; whatever `work` does later goes to an aborted writer and is discarded). */
-function untilAborted<T>(signal: AbortSignal | undefined, work: Promise<T>): Promise<T> {
-  if (!signal) return work
-  work.catch(() => undefined)
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = () => reject(new InterruptedError(String(signal.reason ?? 'SIGTERM') as NodeJS.Signals))
-    if (signal.aborted) return onAbort()
-    signal.addEventListener('abort', onAbort, { once: true })
-    const settle = () => signal.removeEventListener('abort', onAbort)
-    work.then((value) => (settle(), resolve(value)), (err) => (settle(), reject(err)))
-  })
 }
 
 /** The engine used when none is named: ENVCRYPT_ENGINE, else the worker pool when there is a second core. */

@@ -2,11 +2,11 @@
 // (with or without --skip-existing) finishes the job. SIGINT/SIGTERM stop cleanly with a summary.
 import { beforeAll, describe, expect, it } from 'vitest'
 import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs'
-import { join } from 'node:path'
+import { join, relative } from 'node:path'
 import { createHash, randomBytes, randomInt } from 'node:crypto'
 import { spawnSync } from 'node:child_process'
 import { hostname } from 'node:os'
-import { rawAesKey, runCli, tempDir, writeTree } from './helpers/cli.js'
+import { rawAesKey, readJsonLines, runCli, tempDir, writeTree } from './helpers/cli.js'
 import { expectUntouched, spawnCli, temporariesUnder, waitFor } from './helpers/faults.js'
 
 const FILES = 200
@@ -151,6 +151,29 @@ describe('SIGINT and SIGTERM stop cleanly', () => {
       const summary = JSON.parse(readFileSync(summaryPath, 'utf8'))
       expect(summary).toMatchObject({ interrupted: 'SIGTERM', files_failed: 0 })
       expect(summary.files_ok).toBe(finals.length)
+      await expectEveryOutputDecrypts(ctx, out, finals)
+    })
+  })
+
+  it('SIGTERM at the default -j (batches of the worker pool in flight): every output at a final path is counted and has its metadata line', async () => {
+    const ctx = setup()
+    const out = join(ctx.dir, 'enc')
+    const summaryPath = join(ctx.dir, 'summary.json')
+    const metadataPath = join(ctx.dir, 'metadata.jsonl')
+    await expectUntouched([ctx.input], async () => {
+      const run = spawnCli(['-e', '-r', '-i', ctx.input, '-o', out, ...ctx.key.spec, '--metadata-output', metadataPath, '--summary', summaryPath])
+      await waitFor(() => finalOutputs(out).length >= 20 || run.child.exitCode !== null, 30_000, 2)
+      run.child.kill('SIGTERM')
+      const result = await run.result
+      const finals = finalOutputs(out)
+      if (finals.length === FILES) return // finished before the signal arrived: nothing to check
+      expect(result.code).toBe(143)
+      expect(temporariesUnder(out)).toEqual([])
+      const summary = JSON.parse(readFileSync(summaryPath, 'utf8'))
+      expect(summary).toMatchObject({ interrupted: 'SIGTERM', files_failed: 0 })
+      expect(summary.files_ok).toBe(finals.length)
+      const recorded = readJsonLines(metadataPath).map((line) => relative(out, line.output as string)).sort()
+      expect(recorded).toEqual(finals)
       await expectEveryOutputDecrypts(ctx, out, finals)
     })
   })
