@@ -50,6 +50,8 @@ interface Listed {
   isTree: boolean
   /** The local directory that was walked, to refuse outputs inside it. */
   localRoot?: string
+  /** The remote prefix that was listed (ending in `/`), to refuse outputs inside it. */
+  remoteRoot?: string
 }
 
 export async function planFiles(options: PlanOptions, stores: readonly Store[] = []): Promise<PlannedFile[]> {
@@ -88,7 +90,12 @@ export async function planFiles(options: PlanOptions, stores: readonly Store[] =
     throw new UsageError(`-o ${output}: several inputs need a prefix ending in /`)
   }
   const outputRoot = outputStore ? output : resolve(output)
-  if (!outputStore) {
+  if (outputStore) {
+    // Outputs inside the listed prefix would be listed as inputs by the next run (and encrypted again).
+    const outputPrefix = output.endsWith('/') ? output : output + '/'
+    const enclosing = listings.find((listing) => listing.remoteRoot && outputPrefix.startsWith(listing.remoteRoot))
+    if (enclosing) throw new UsageError(`-o ${output}: the output prefix is inside the input prefix ${enclosing.remoteRoot}; choose an output outside it`)
+  } else {
     // Compare real paths: an output reached through a symlink into the input tree is still inside it.
     const realOutputRoot = await realpathOfExisting(outputRoot)
     for (const listing of listings) {
@@ -116,7 +123,10 @@ export async function planFiles(options: PlanOptions, stores: readonly Store[] =
 async function listInput(input: string, options: PlanOptions, stores: readonly Store[]): Promise<Listed> {
   if (input === '-') return { items: [stdinInput()], isTree: false }
   const store = stores.find((s) => s.matches(input))
-  if (store) return store.listInputs(input, options.recursive)
+  if (store) {
+    const listed = await store.listInputs(input, options.recursive)
+    return listed.isTree ? { ...listed, remoteRoot: input.endsWith('/') ? input : input + '/' } : listed
+  }
   const path = resolve(input)
   const info = await stat(path).catch(() => undefined)
   if (info?.isFile()) return { items: [localFileInput(path, basename(path), info)], isTree: false }

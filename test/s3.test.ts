@@ -211,6 +211,18 @@ describe('S3 through the CLI', () => {
     expect(onto.code).toBe(2)
     expect(onto.stderr).toContain('the output is the input itself')
 
+    // A tree whose output prefix is inside its input prefix: the next run would list the outputs as inputs.
+    for (const [input, output] of [[`s3://${BUCKET}/single/`, `s3://${BUCKET}/single/enc/`], [`s3://${BUCKET}/single`, `s3://${BUCKET}/single/enc/`], [`s3://${BUCKET}`, `s3://${BUCKET}/enc/`]]) {
+      const inside = await runCli(['-e', '-r', '-i', input, '-o', output, ...wrap, '-S'])
+      expect(inside.code, `${input} -> ${output}`).toBe(2)
+      expect(inside.stderr).toContain('the output prefix is inside the input prefix')
+    }
+    expect(await headObject('single/enc/exact-name.encrypted')).toBeUndefined()
+    // A sibling prefix that only shares the name's beginning is not inside.
+    const sibling = await runCli(['-e', '-r', '-i', `s3://${BUCKET}/single`, '-o', `s3://${BUCKET}/single-enc/`, ...wrap, '-S'])
+    expect(sibling.code, sibling.stderr).toBe(0)
+    expect(await headObject('single-enc/exact-name.encrypted')).toBeDefined()
+
     const missing = await runCli(['-d', '-i', `s3://${BUCKET}/single/no-such-key`, '-o', '-', ...wrap, '-S'])
     expect(missing.code).toBe(1)
     expect(missing.stderr).toContain(`s3://${BUCKET}/single/no-such-key`)
