@@ -39,8 +39,9 @@ export interface OutputTarget {
   display: string
   /** Whether a complete output already exists at the final name (for --skip-existing / --no-overwrite). */
   exists(): Promise<boolean>
-  /** `source`: the input's size and mtime, which a remote sink may record for a later `--sync`. */
-  open(options: { mode: number; fsync: boolean; source?: { size?: number; mtimeMs?: number } }): Promise<OutputWriter>
+  /** `source`: the input's size and mtime, which a remote sink may record for a later `--sync`. `noClobber`:
+   *  the commit will not replace an existing output (a remote sink makes its write conditional from the start). */
+  open(options: { mode: number; fsync: boolean; noClobber?: boolean; source?: { size?: number; mtimeMs?: number } }): Promise<OutputWriter>
   /** `--sync`: whether the output was made from a source of this size and mtime (sinks that record them). */
   isUpToDate?(input: InputItem): Promise<boolean>
   /** Reads a committed output back (`migrate --delete-source` verifies it first). */

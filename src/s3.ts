@@ -302,12 +302,18 @@ function s3Output(location: S3Location, context: StoreContext): OutputTarget & {
       const metadata = head?.Metadata ?? {}
       return metadata[META.sourceSize] === String(input.size) && metadata[META.sourceMtime] === String(Math.trunc(input.mtimeMs))
     },
-    open: async ({ source }) => openUpload(location, context, source),
+    open: async ({ source, noClobber }) => openUpload(location, context, source, noClobber ?? false),
   }
 }
 
-function openUpload(location: S3Location, context: StoreContext, source: { size?: number; mtimeMs?: number } | undefined): OutputWriter {
+function openUpload(location: S3Location, context: StoreContext, source: { size?: number; mtimeMs?: number } | undefined, noClobber: boolean): OutputWriter {
   const uri = formatUri(location)
+  // --no-overwrite: S3 itself refuses the write (PutObject or CompleteMultipartUpload) if the key exists by
+  // then, closing the window between the HEAD check and the end of the upload.
+  const uploadError = (err: unknown) =>
+    noClobber && (err as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode === 412
+      ? new EnvcryptError(`output ${uri} already exists (not overwritten)`)
+      : s3Error('upload', uri, err)
   const metadata: Record<string, string> = { [META.version]: VERSION, [META.format]: context.objectFormat }
   if (source?.size !== undefined) metadata[META.sourceSize] = String(source.size)
   if (source?.mtimeMs !== undefined) metadata[META.sourceMtime] = String(Math.trunc(source.mtimeMs))
@@ -333,6 +339,7 @@ function openUpload(location: S3Location, context: StoreContext, source: { size?
       Metadata: metadata,
       ...context.uploadParams,
       ...context.customerKey,
+      ...(noClobber ? { IfNoneMatch: '*' } : {}),
     },
     partSize: context.partSize,
     queueSize: context.queueSize,
@@ -346,7 +353,7 @@ function openUpload(location: S3Location, context: StoreContext, source: { size?
     (err) => {
       uploadResult = 'failed'
       // Unblock the engine if it is waiting for the body to drain.
-      body.destroy(s3Error('upload', uri, err))
+      body.destroy(uploadError(err))
       throw err
     },
   )
@@ -359,7 +366,7 @@ function openUpload(location: S3Location, context: StoreContext, source: { size?
     async commit() {
       if (state !== 'open') throw new EnvcryptError(`output ${uri} already ${state}`)
       await uploaded.catch((err) => {
-        throw s3Error('upload', uri, err)
+        throw uploadError(err)
       })
       // A store that mangled the body (FACTS.md: aws-chunked framing) shows up as a wrong size.
       const head = await headObject(location, context)

@@ -295,7 +295,7 @@ async function runTree(mode: Mode, options: EncryptTreeOptions & DecryptTreeOpti
         if (mode !== 'encrypt' && options.decode) source = base64Decode(source)
         transformed = mode === 'encrypt' && options.transformSource ? await options.transformSource(file.input, source) : undefined
         if (transformed) source = transformed.source
-        const streamWriter = lazyWriter(() => file.output.open({ mode: outputMode, fsync: options.fsync ?? false, source: { size: file.input.size, mtimeMs: file.input.mtimeMs } }))
+        const streamWriter = lazyWriter(() => file.output.open({ mode: outputMode, fsync: options.fsync ?? false, noClobber: options.noOverwrite ?? false, source: { size: file.input.size, mtimeMs: file.input.mtimeMs } }))
         writer = streamWriter
         inFlight.add(streamWriter)
         if (options.signal?.aborted) throw new InterruptedError('SIGTERM')

@@ -342,6 +342,40 @@ describe('S3 through the CLI', () => {
     expect(upload.filter((r) => r.method === 'DELETE' && /uploadId=/.test(r.url))).toHaveLength(1)
   })
 
+  it('--no-overwrite makes the write itself conditional (If-None-Match: *); a 412 from S3 names the existing output', async () => {
+    const large = join(work, 'no-clobber-large.bin')
+    const small = join(work, 'no-clobber-small.bin')
+    await writeFile(large, randomBytes(9 * MiB))
+    await writeFile(small, randomBytes(1000))
+    // The request that makes the object exist: PutObject, or CompleteMultipartUpload.
+    const completing = (requests: RecordedRequest[]) =>
+      requests.filter((r) => (r.method === 'PUT' && !/uploadId=/.test(r.url)) || (r.method === 'POST' && /uploadId=/.test(r.url)))
+    for (const [file, key] of [[small, 'no-clobber/small'], [large, 'no-clobber/large']] as const) {
+      for (const flags of [['--no-overwrite'], []]) {
+        const since = proxy.requests.length
+        const result = await runCli(['-e', '-i', file, '-o', `s3://${BUCKET}/${key}${flags.length ? '' : '-plain'}`, ...flags, ...wrap, '-S'])
+        expect(result.code, result.stderr).toBe(0)
+        const [request, ...more] = completing(requestsFor(`${key}${flags.length ? '' : '-plain'}`, since))
+        expect(more).toEqual([])
+        expect(request!.headers['if-none-match'], `${key} ${flags.join(' ')}`).toBe(flags.length ? '*' : undefined)
+      }
+    }
+    // Another writer created the key after the HEAD check: S3 answers the conditional write with 412.
+    proxy.faults.objectExists = true
+    try {
+      for (const [file, key] of [[small, 'no-clobber/raced-small'], [large, 'no-clobber/raced-large']] as const) {
+        const since = proxy.requests.length
+        const raced = await runCli(['-e', '-i', file, '-o', `s3://${BUCKET}/${key}`, '--no-overwrite', ...wrap, '-S'])
+        expect(raced.code, raced.stderr).toBe(1)
+        expect(raced.stderr).toContain(`output s3://${BUCKET}/${key} already exists (not overwritten)`)
+        expect(await headObject(key)).toBeUndefined()
+        if (file === large) expect(requestsFor(key, since).filter((r) => r.method === 'DELETE' && /uploadId=/.test(r.url))).toHaveLength(1)
+      }
+    } finally {
+      proxy.faults.objectExists = false
+    }
+  })
+
   it('puts the --sse, --sse-kms-key-id, --sse-c-key and --storage-class headers on the wire', async () => {
     const plain = join(work, 'sse.bin')
     const content = randomBytes(9 * MiB)

@@ -18,6 +18,9 @@ export interface RecordingProxy {
     throttleRate: number
     /** This many GetObject responses larger than 1 MiB are cut after half their body. */
     cutBodies: number
+    /** Writes that carry If-None-Match (PutObject, CompleteMultipartUpload) are answered 412, as S3 does when
+     *  the object exists (s3rver ignores the header on writes). */
+    objectExists: boolean
     injected: number
   }
   close(): Promise<void>
@@ -25,9 +28,11 @@ export interface RecordingProxy {
 
 const SLOW_DOWN = '<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>'
 
+const PRECONDITION_FAILED = '<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>PreconditionFailed</Code><Message>At least one of the pre-conditions you specified did not hold</Message><Condition>If-None-Match</Condition></Error>'
+
 export async function startRecordingProxy(target: string): Promise<RecordingProxy> {
   const requests: RecordedRequest[] = []
-  const faults = { throttleRate: 0, cutBodies: 0, injected: 0 }
+  const faults = { throttleRate: 0, cutBodies: 0, objectExists: false, injected: 0 }
   const server = http.createServer((req, res) => {
     requests.push({ method: req.method!, url: req.url!, headers: req.headers })
     if (faults.throttleRate > 0 && Math.random() < faults.throttleRate) {
@@ -36,6 +41,15 @@ export async function startRecordingProxy(target: string): Promise<RecordingProx
       req.on('end', () => {
         res.writeHead(503, { 'content-type': 'application/xml' })
         res.end(SLOW_DOWN)
+      })
+      return
+    }
+    if (faults.objectExists && req.headers['if-none-match'] && (req.method === 'PUT' || req.method === 'POST')) {
+      faults.injected++
+      req.resume()
+      req.on('end', () => {
+        res.writeHead(412, { 'content-type': 'application/xml' })
+        res.end(PRECONDITION_FAILED)
       })
       return
     }
