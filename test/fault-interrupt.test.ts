@@ -135,46 +135,31 @@ describe('SIGINT and SIGTERM stop cleanly', () => {
     })
   }
 
-  it('SIGTERM in the middle of a 200-file tree: completed outputs decrypt, no temporary remains, the summary counts what was done', async () => {
-    const ctx = setup()
-    const out = join(ctx.dir, 'enc')
-    const summaryPath = join(ctx.dir, 'summary.json')
-    await expectUntouched([ctx.input], async () => {
-      const run = spawnCli(['-e', '-r', '-i', ctx.input, '-o', out, ...ctx.key.spec, '-S', '-j', '2', '--summary', summaryPath])
-      await waitFor(() => finalOutputs(out).length >= 20 || run.child.exitCode !== null, 30_000, 2)
-      run.child.kill('SIGTERM')
-      const result = await run.result
-      const finals = finalOutputs(out)
-      if (finals.length === FILES) return // finished before the signal arrived: nothing to check
-      expect(result.code).toBe(143)
-      expect(temporariesUnder(out)).toEqual([])
-      const summary = JSON.parse(readFileSync(summaryPath, 'utf8'))
-      expect(summary).toMatchObject({ interrupted: 'SIGTERM', files_failed: 0 })
-      expect(summary.files_ok).toBe(finals.length)
-      await expectEveryOutputDecrypts(ctx, out, finals)
+  for (const [name, jobs] of [
+    ['-j 2', ['-j', '2']],
+    ['the default -j (batches of the worker pool in flight)', []],
+  ] as const) {
+    it(`SIGTERM in the middle of a 200-file tree at ${name}: completed outputs decrypt, no temporary remains, the summary counts each output at a final path and the metadata has its line`, async () => {
+      const ctx = setup()
+      const out = join(ctx.dir, 'enc')
+      const summaryPath = join(ctx.dir, 'summary.json')
+      const metadataPath = join(ctx.dir, 'metadata.jsonl')
+      await expectUntouched([ctx.input], async () => {
+        const run = spawnCli(['-e', '-r', '-i', ctx.input, '-o', out, ...ctx.key.spec, ...jobs, '--metadata-output', metadataPath, '--summary', summaryPath])
+        await waitFor(() => finalOutputs(out).length >= 20 || run.child.exitCode !== null, 30_000, 2)
+        run.child.kill('SIGTERM')
+        const result = await run.result
+        const finals = finalOutputs(out)
+        if (finals.length === FILES) return // finished before the signal arrived: nothing to check
+        expect(result.code).toBe(143)
+        expect(temporariesUnder(out)).toEqual([])
+        const summary = JSON.parse(readFileSync(summaryPath, 'utf8'))
+        expect(summary).toMatchObject({ interrupted: 'SIGTERM', files_failed: 0 })
+        expect(summary.files_ok).toBe(finals.length)
+        const recorded = readJsonLines(metadataPath).map((line) => relative(out, line.output as string)).sort()
+        expect(recorded).toEqual(finals)
+        await expectEveryOutputDecrypts(ctx, out, finals)
+      })
     })
-  })
-
-  it('SIGTERM at the default -j (batches of the worker pool in flight): every output at a final path is counted and has its metadata line', async () => {
-    const ctx = setup()
-    const out = join(ctx.dir, 'enc')
-    const summaryPath = join(ctx.dir, 'summary.json')
-    const metadataPath = join(ctx.dir, 'metadata.jsonl')
-    await expectUntouched([ctx.input], async () => {
-      const run = spawnCli(['-e', '-r', '-i', ctx.input, '-o', out, ...ctx.key.spec, '--metadata-output', metadataPath, '--summary', summaryPath])
-      await waitFor(() => finalOutputs(out).length >= 20 || run.child.exitCode !== null, 30_000, 2)
-      run.child.kill('SIGTERM')
-      const result = await run.result
-      const finals = finalOutputs(out)
-      if (finals.length === FILES) return // finished before the signal arrived: nothing to check
-      expect(result.code).toBe(143)
-      expect(temporariesUnder(out)).toEqual([])
-      const summary = JSON.parse(readFileSync(summaryPath, 'utf8'))
-      expect(summary).toMatchObject({ interrupted: 'SIGTERM', files_failed: 0 })
-      expect(summary.files_ok).toBe(finals.length)
-      const recorded = readJsonLines(metadataPath).map((line) => relative(out, line.output as string)).sort()
-      expect(recorded).toEqual(finals)
-      await expectEveryOutputDecrypts(ctx, out, finals)
-    })
-  })
+  }
 })
