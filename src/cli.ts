@@ -98,11 +98,21 @@ async function main(argv: string[]): Promise<number> {
     .alias('h', 'help')
     .wrap(Math.min(110, process.stdout.columns || 100))
     .fail((message, err) => {
-      throw err ?? new UsageError(message)
+      throw err ?? new UsageError(withoutCamelCaseTwins(message))
     })
   for (const [command, description] of EXAMPLES) parser.example(command, description)
   await parser.parseAsync()
   return exitCode
+}
+
+/** yargs lists an unknown `--bogus-flag` twice, as `bogus-flag, bogusFlag`: name each flag once. */
+export function withoutCamelCaseTwins(message: string): string {
+  const match = /^Unknown arguments?: (.*)$/.exec(message)
+  if (!match) return message
+  const names = match[1]!.split(', ')
+  const typed = new Set(names)
+  const kept = names.filter((name) => !(/[A-Z]/.test(name) && typed.has(name.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase()))))
+  return `Unknown argument${kept.length === 1 ? '' : 's'}: ${kept.join(', ')}`
 }
 
 function mainOptions(y: Argv) {
