@@ -45,8 +45,8 @@ export function isFileEngine(engine: Engine): engine is FileEngine {
   return typeof (engine as Partial<FileEngine>).encryptFile === 'function'
 }
 
-/** Replaced by the reserved output just before the task is posted. */
-const PENDING_OUTPUT: TemporaryTarget = { temporaryPath: '', finalPath: '', mode: 0o600, fsync: false, noClobber: false }
+/** A task before its output is reserved (runInWorker adds it). */
+type Unreserved<T extends FileTask> = Omit<T, 'output'>
 
 /** Header bytes read per step on the main thread (headers are usually well under 4 KiB). */
 const HEADER_READ_BYTES = 64 * 1024
@@ -178,11 +178,10 @@ function runTask(task: FileTask, size: number | undefined, stop: Int32Array): Pr
 
 /** Reserve the output (only now: a refused file leaves nothing behind), then run the task on a worker. The
  *  task's copy of the data key is zeroed whatever happens (the worker zeroes its own). */
-async function runInWorker(task: FileTask, size: number | undefined, openOutput: () => Promise<TemporaryTarget>, signal: AbortSignal | undefined): Promise<FileTaskResult & { ok: true }> {
+async function runInWorker(task: Unreserved<EncryptFileTask> | Unreserved<DecryptFileTask>, size: number | undefined, openOutput: () => Promise<TemporaryTarget>, signal: AbortSignal | undefined): Promise<FileTaskResult & { ok: true }> {
   let result: FileTaskResult
   try {
-    task.output = await openOutput()
-    result = await runTask(task, size, stopFlagFor(signal))
+    result = await runTask({ ...task, output: await openOutput() } as FileTask, size, stopFlagFor(signal))
   } finally {
     task.dataKey.fill(0)
   }
@@ -243,13 +242,12 @@ export const poolEngine: FileEngine = {
 
   async encryptFile(inputPath, openOutput, options) {
     const material = await materialsUnlessAborted(options.signal, resolveEncryptionMaterials(options))
-    let task: EncryptFileTask
+    let task: Unreserved<EncryptFileTask>
     try {
       const signatureKey = material.suite.signatureCurve ? material.signatureKey : undefined
       task = {
         kind: 'encrypt',
         inputPath,
-        output: PENDING_OUTPUT,
         suiteId: material.suite.id,
         encryptionContext: { ...material.encryptionContext },
         encryptedDataKeys: material.encryptedDataKeys.map(({ providerId, providerInfo, encryptedDataKey, rawInfo }) => ({
@@ -279,14 +277,13 @@ export const poolEngine: FileEngine = {
     // Before the materials manager: a refused header never costs a KMS call.
     if (options.onHeader) await options.onHeader(parsed)
     const material = await materialsUnlessAborted(options.signal, resolveDecryptionMaterials(parsed, options))
-    let task: DecryptFileTask
+    let task: Unreserved<DecryptFileTask>
     try {
       const verificationKey = material.suite.signatureCurve ? material.verificationKey : undefined
       task = {
         kind: 'decrypt',
         inputPath,
         inputSize: options.inputSize,
-        output: PENDING_OUTPUT,
         suiteId: material.suite.id,
         encryptionContext: { ...material.encryptionContext },
         dataKey: dataKeyBytes(material),

@@ -2,7 +2,7 @@
 // runner never cares where bytes come from or go. Sinks are atomic: nothing appears at the final name
 // until `commit()`, and `abort()` leaves nothing behind.
 import { closeSync, createReadStream, createWriteStream, fchmodSync, fsyncSync, linkSync, openSync, renameSync, unlinkSync } from 'node:fs'
-import { mkdir, open, rename, link, unlink, chmod, stat, readdir } from 'node:fs/promises'
+import { mkdir, unlink, chmod, stat, readdir } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
 import { createHash, randomBytes } from 'node:crypto'
 import { hostname } from 'node:os'
@@ -47,7 +47,7 @@ export interface OutputTarget {
   /** Reads a committed output back (`migrate --delete-source` verifies it first). */
   read?(): Promise<ByteSource>
   /** Local files only: a temporary name beside the output, registered for removal on exit, for a writer in
-   *  another thread that creates, writes and commits it itself (`writeTemporaryFileSync`'s contract).
+   *  another thread that creates, writes and commits it itself (`writeTemporaryFile`'s contract).
    *  Creates nothing: opening and renaming a file costs the main thread more than the worker. */
   openTemporary?(options: { mode: number; fsync: boolean; noClobber: boolean }): Promise<TemporaryWriter>
 }
@@ -198,7 +198,7 @@ export function localFileOutput(path: string): OutputTarget {
         async abort() {
           if (state !== 'open') return
           state = 'aborted'
-          // The writer may still be creating it: it checks its stop flag after creating (writeTemporaryFileSync).
+          // The writer may still be creating it: it checks its stop flag after creating (writeTemporaryFile).
           await unlink(temporaryPath).catch(() => undefined)
           liveTemporaries.delete(temporaryPath)
         },
@@ -207,17 +207,17 @@ export function localFileOutput(path: string): OutputTarget {
   }
 }
 
-/** Thrown by writeTemporaryFileSync when its stop flag is set: the run was interrupted. */
+/** Thrown by writeTemporaryFile when its stop flag is set: the run was interrupted. */
 export class WriteStopped extends Error {}
 
-/** Create `target`'s temporary (O_EXCL, 0600), let `write` fill it through the descriptor, then commit it as
- *  `temporaryRenamer` does: fsync if asked, chmod, rename (or link + unlink with noClobber), fsync the
- *  directory if asked. The file system calls are synchronous: this runs in worker threads, where blocking
- *  is cheaper than a thread-pool hop. On any failure the temporary is removed.
+/** Create `target`'s temporary (O_EXCL, 0600), let `write` fill it through the descriptor, then fsync it if
+ *  asked, give it the output's mode and put it in place (placeTemporarySync, as `temporaryRenamer` does).
+ *  The file system calls are synchronous: this runs in worker threads, where blocking is cheaper than a
+ *  thread-pool hop. On any failure the temporary is removed.
  *  `stopped()` is checked right after the file exists and again just before the rename: an interrupted
  *  run's main thread removes the temporaries it knows of, and one created after that sweep is removed here. */
 export async function writeTemporaryFile<T>(target: TemporaryTarget, stopped: () => boolean, write: (fd: number) => Promise<T>): Promise<T> {
-  const { temporaryPath, finalPath } = target
+  const { temporaryPath } = target
   let fd: number | undefined = openSync(temporaryPath, 'wx', 0o600)
   try {
     if (stopped()) throw new WriteStopped('interrupted')
@@ -227,25 +227,7 @@ export async function writeTemporaryFile<T>(target: TemporaryTarget, stopped: ()
     closeSync(fd)
     fd = undefined
     if (stopped()) throw new WriteStopped('interrupted')
-    if (target.noClobber) {
-      try {
-        linkSync(temporaryPath, finalPath)
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code === 'EEXIST') throw new EnvcryptError(`output ${finalPath} already exists (not overwritten)`)
-        throw err
-      }
-      unlinkSync(temporaryPath)
-    } else {
-      renameSync(temporaryPath, finalPath)
-    }
-    if (target.fsync) {
-      const dir = openSync(dirname(finalPath), 'r')
-      try {
-        fsyncSync(dir)
-      } finally {
-        closeSync(dir)
-      }
-    }
+    placeTemporarySync(target)
     return result
   } catch (err) {
     if (fd !== undefined) closeSync(fd)
@@ -255,6 +237,32 @@ export async function writeTemporaryFile<T>(target: TemporaryTarget, stopped: ()
       /* not created, or already removed by the main thread */
     }
     throw err
+  }
+}
+
+/** Put a finished temporary at its final name: rename, or with `noClobber` link (which fails with EEXIST
+ *  instead of replacing, so no other writer's file is ever lost) and unlink; then, with `fsync`, sync the
+ *  directory so the new name survives a power loss. Synchronous: a few metadata calls, cheaper than a
+ *  thread-pool hop each, on the main thread as in a worker. */
+function placeTemporarySync({ temporaryPath, finalPath, noClobber, fsync }: Omit<TemporaryTarget, 'mode'>): void {
+  if (noClobber) {
+    try {
+      linkSync(temporaryPath, finalPath)
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'EEXIST') throw new EnvcryptError(`output ${finalPath} already exists (not overwritten)`)
+      throw err
+    }
+    unlinkSync(temporaryPath)
+  } else {
+    renameSync(temporaryPath, finalPath)
+  }
+  if (fsync) {
+    const dir = openSync(dirname(finalPath), 'r')
+    try {
+      fsyncSync(dir)
+    } finally {
+      closeSync(dir)
+    }
   }
 }
 
@@ -277,21 +285,9 @@ function temporaryRenamer(temporary: string, path: string, { mode, fsync }: { mo
       if (state !== 'open') throw new EnvcryptError(`output ${path} already ${state}`)
       await flushed()
       await chmod(temporary, mode & 0o777)
-      if (noClobber) {
-        // link() fails with EEXIST instead of replacing: no window where another writer's file is lost.
-        try {
-          await link(temporary, path)
-        } catch (err) {
-          if ((err as NodeJS.ErrnoException).code === 'EEXIST') throw new EnvcryptError(`output ${path} already exists (not overwritten)`)
-          throw err
-        }
-        await unlink(temporary)
-      } else {
-        await rename(temporary, path)
-      }
+      placeTemporarySync({ temporaryPath: temporary, finalPath: path, noClobber, fsync })
       liveTemporaries.delete(temporary)
       state = 'committed'
-      if (fsync) await fsyncDirectory(dirname(path))
     },
     async abort(closeWriter: () => void) {
       if (state === 'committed') return
@@ -300,15 +296,6 @@ function temporaryRenamer(temporary: string, path: string, { mode, fsync }: { mo
       await unlink(temporary).catch(() => undefined)
       liveTemporaries.delete(temporary)
     },
-  }
-}
-
-async function fsyncDirectory(dir: string): Promise<void> {
-  const handle = await open(dir, 'r')
-  try {
-    await handle.sync()
-  } finally {
-    await handle.close()
   }
 }
 
