@@ -12,9 +12,9 @@ import {
   RawAesKeyringNode,
   RawAesWrappingSuiteIdentifier,
 } from '@aws-crypto/client-node'
-import { sdkEngine } from '../dist/engine.js'
-import { jsEngine } from '../dist/engine-js.js'
-import { nativeActive, nativeLoadError } from '../dist/native.js'
+import { sdkEngine } from '../dist/message/engine.js'
+import { jsEngine } from '../dist/message/engine-js.js'
+import { nativeActive, nativeLoadError } from '../dist/message/native.js'
 
 const mib = Number(process.argv[2] ?? 256)
 const frameLength = Number(process.argv[3] ?? 4096)

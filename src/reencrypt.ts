@@ -3,10 +3,10 @@
 // message is renamed into place only once the old one was fully authenticated (signature included).
 import { PassThrough } from 'node:stream'
 import type { MessageHeader } from '@aws-crypto/client-node'
-import { parseCommitmentPolicy } from './algorithms.js'
-import type { ByteSource } from './engine.js'
-import { buildKeyring, parseWrappingKeySpec, type WrappingKeySpec } from './keys.js'
-import { buildMaterialsManager } from './materials.js'
+import { parseCommitmentPolicy } from './message/algorithms.js'
+import type { ByteSource } from './message/engine.js'
+import { buildKeyring, parseWrappingKeySpec, type WrappingKeySpec } from './keys/keyrings.js'
+import { buildMaterialsManager } from './keys/materials.js'
 import { checkRequiredContext, encryptTree, type EncryptTreeOptions, type MessageStage, type MessageStageSetup, type TreeSummary } from './tree.js'
 
 export interface ReencryptTreeOptions extends Omit<EncryptTreeOptions, 'encryptionContext' | 'messageStage' | 'encode'> {

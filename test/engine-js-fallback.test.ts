@@ -2,7 +2,7 @@
 // native kernel built, test/engine-js.test.ts exercises it, and this file keeps the fallback tested too.
 // native.ts reads the variable on every call, so setting it before any test runs is enough.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { nativeActive } from '../src/native.js'
+import { nativeActive } from '../src/message/native.js'
 
 const previous = process.env.ENVCRYPT_NATIVE
 process.env.ENVCRYPT_NATIVE = '0'

@@ -25,8 +25,8 @@ import {
   type NodeMaterialsManager,
 } from '@aws-crypto/client-node'
 import { ContentAADString, ContentType, serializeFactory, serializeMessageHeaderAuth, serializeSignatureInfo } from '@aws-crypto/serialize'
-import { jsEngine, encryptWithMaterials, decryptWithMaterials, resolveEncryptionMaterials, resolveDecryptionMaterials, checkDecryptHeader } from '../src/engine-js.js'
-import { sdkEngine, readHeader, type ByteSource, type DecryptMessageOptions, type EncryptMessageOptions } from '../src/engine.js'
+import { jsEngine, encryptWithMaterials, decryptWithMaterials, resolveEncryptionMaterials, resolveDecryptionMaterials, checkDecryptHeader } from '../src/message/engine-js.js'
+import { sdkEngine, readHeader, type ByteSource, type DecryptMessageOptions, type EncryptMessageOptions } from '../src/message/engine.js'
 import { IntegrityError } from '../src/errors.js'
 
 const VECTORS = new URL('../fixtures/vectors/python-cli', import.meta.url).pathname

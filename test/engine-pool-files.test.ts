@@ -6,9 +6,9 @@ import { describe, expect, it } from 'vitest'
 import { closeSync, existsSync, openSync, readdirSync, readFileSync, statSync, writeFileSync, writeSync } from 'node:fs'
 import { join } from 'node:path'
 import { randomBytes } from 'node:crypto'
-import { writeTemporaryFile, WriteStopped, type TemporaryTarget } from '../src/io.js'
-import runFileBatch, { readFile, type EncryptFileTask } from '../src/engine-pool-worker.js'
-import { ownBytes } from '../src/engine-pool.js'
+import { writeTemporaryFile, WriteStopped, type TemporaryTarget } from '../src/store/local.js'
+import runFileBatch, { readFile, type EncryptFileTask } from '../src/message/pool-worker.js'
+import { ownBytes } from '../src/message/pool.js'
 import { tempDir } from './helpers/cli.js'
 
 const notStopped = () => false

@@ -15,8 +15,8 @@ import {
   RawAesWrappingSuiteIdentifier,
   buildClient,
 } from '@aws-crypto/client-node'
-import { algorithmName } from '../src/algorithms.js'
-import { localKmsEnv, startLocalKms, type LocalKms } from '../src/local-kms.js'
+import { algorithmName } from '../src/message/algorithms.js'
+import { localKmsEnv, startLocalKms, type LocalKms } from '../src/local-kms/server.js'
 import { listFiles, rawAesKey, readJsonLines, runCli, tempDir, VECTORS, writeTree } from './helpers/cli.js'
 
 const POOL = ['--engine', 'pool']

@@ -5,7 +5,7 @@ import { existsSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { randomBytes } from 'node:crypto'
 import { KMS } from '@aws-sdk/client-kms'
-import { localKmsEnv, startLocalKms, type LocalKms } from '../src/local-kms.js'
+import { localKmsEnv, startLocalKms, type LocalKms } from '../src/local-kms/server.js'
 import { listFiles, rawAesKey, runCli, tempDir, writeTree } from './helpers/cli.js'
 import { expectUntouched } from './helpers/faults.js'
 

@@ -15,8 +15,8 @@ import {
   RawAesKeyringNode,
   RawAesWrappingSuiteIdentifier,
 } from '@aws-crypto/client-node'
-import { jsEngine } from '../src/engine-js.js'
-import { readHeader, sdkEngine, type Engine } from '../src/engine.js'
+import { jsEngine } from '../src/message/engine-js.js'
+import { readHeader, sdkEngine, type Engine } from '../src/message/engine.js'
 import { describeError } from '../src/errors.js'
 import { listFiles, rawAesKey, runCli, tempDir, writeTree } from './helpers/cli.js'
 import { expectUntouched, temporariesUnder } from './helpers/faults.js'

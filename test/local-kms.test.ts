@@ -21,7 +21,7 @@ import {
   ScheduleKeyDeletionCommand,
 } from '@aws-sdk/client-kms'
 import { buildClient, CommitmentPolicy, KmsKeyringNode } from '@aws-crypto/client-node'
-import { runLocalKms, startLocalKms, type LocalKms } from '../src/local-kms.js'
+import { runLocalKms, startLocalKms, type LocalKms } from '../src/local-kms/server.js'
 
 const credentials = { accessKeyId: 'x', secretAccessKey: 'y' }
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/

@@ -6,7 +6,7 @@ import { createECDH, randomBytes } from 'node:crypto'
 import fc from 'fast-check'
 import { AlgorithmSuiteIdentifier, NodeDefaultCryptographicMaterialsManager, RawAesKeyringNode, RawAesWrappingSuiteIdentifier } from '@aws-crypto/client-node'
 import { NodeAlgorithmSuite } from '@aws-crypto/material-management-node'
-import { DefaultMaterialsManager } from '../src/materials.js'
+import { DefaultMaterialsManager } from '../src/keys/materials.js'
 
 const keyring = new RawAesKeyringNode({
   keyName: 'k',

@@ -8,7 +8,7 @@ import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 
 import { dirname, join } from 'node:path'
 import { GenerateDataKeyCommand, KMSClient } from '@aws-sdk/client-kms'
 import { PutObjectCommand, S3Client } from '@aws-sdk/client-s3'
-import { localKmsEnv, startLocalKms, type LocalKms } from '../src/local-kms.js'
+import { localKmsEnv, startLocalKms, type LocalKms } from '../src/local-kms/server.js'
 import { listFiles, readJsonLines, runCli, tempDir } from './helpers/cli.js'
 import { startS3rver, S3RVER_ENV } from './helpers/s3rver.js'
 

@@ -24,10 +24,10 @@ import {
   unwrapDataKey,
 } from '@aws-crypto/client-node'
 import { SignatureKey } from '@aws-crypto/material-management'
-import { decryptWithMaterials, deriveDataKey, encryptWithMaterials, jsEngine, keyDerivation } from '../src/engine-js.js'
-import { readHeader } from '../src/engine.js'
+import { decryptWithMaterials, deriveDataKey, encryptWithMaterials, jsEngine, keyDerivation } from '../src/message/engine-js.js'
+import { readHeader } from '../src/message/engine.js'
 import { IntegrityError } from '../src/errors.js'
-import { nativeActive, nativeKernel, nativeLoadError, nativeStats } from '../src/native.js'
+import { nativeActive, nativeKernel, nativeLoadError, nativeStats } from '../src/message/native.js'
 
 const { REQUIRE_ENCRYPT_REQUIRE_DECRYPT, REQUIRE_ENCRYPT_ALLOW_DECRYPT, FORBID_ENCRYPT_ALLOW_DECRYPT } = CommitmentPolicy
 const envBefore = process.env.ENVCRYPT_NATIVE

@@ -55,7 +55,7 @@ describe('the install script when the native build fails', () => {
     expect(build.status).toBe(0)
     expect(build.stderr.trim().split('\n')).toEqual([expect.stringMatching(/^envcrypt: native frame kernel not built, using the JavaScript engine/)])
     expect(existsSync(join(pkg, 'build', 'Release', 'envcrypt_frames.node'))).toBe(false)
-    const active = execFileSync(process.execPath, ['--input-type=module', '-e', "import('./dist/native.js').then((m) => console.log(m.nativeActive()))"], { cwd: pkg, encoding: 'utf8' })
+    const active = execFileSync(process.execPath, ['--input-type=module', '-e', "import('./dist/message/native.js').then((m) => console.log(m.nativeActive()))"], { cwd: pkg, encoding: 'utf8' })
     expect(active.trim()).toBe('false')
   }, 120_000)
 })

@@ -5,7 +5,7 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { join } from 'node:path'
 import { pathToFileURL } from 'node:url'
-import { renderBenchReport } from '../src/report.js'
+import { renderBenchReport } from '../src/bench/report.js'
 import { runCli, tempDir } from './helpers/cli.js'
 
 const CHROMIUM = '/usr/bin/chromium'

@@ -4,7 +4,7 @@ import { readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import fc from 'fast-check'
 import { createHash } from 'node:crypto'
-import { parseManifest, parseShard, shardOf } from '../src/shard.js'
+import { parseManifest, parseShard, shardOf } from '../src/store/shard.js'
 import { listFiles, rawAesKey, runCli, tempDir, writeTree } from './helpers/cli.js'
 
 describe('shardOf', () => {

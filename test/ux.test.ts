@@ -5,7 +5,7 @@ import { existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs'
 import { join, relative } from 'node:path'
 import { randomBytes } from 'node:crypto'
 import { CLI, listFiles, rawAesKey, readJsonLines, runCli, tempDir, VECTORS, writeTree } from './helpers/cli.js'
-import { renderEndSummary } from '../src/progress.js'
+import { renderEndSummary } from '../src/cli/progress.js'
 
 function setup() {
   const dir = tempDir()

@@ -52,7 +52,7 @@ import {
   type MessageResult,
   type ParsedHeader,
 } from './engine.js'
-import { EnvcryptError, IntegrityError } from './errors.js'
+import { EnvcryptError, IntegrityError } from '../errors.js'
 import { nativeKernel, nativeStats, type FrameKernel } from './native.js'
 
 // The SDK's signer signs with the PEM text, which OpenSSL parses again for every message (~0.35 ms of a

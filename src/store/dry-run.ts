@@ -1,8 +1,8 @@
 // `--dry-run`: the plan, file by file, without reading a key or writing anything. The planner already made
 // every up-front refusal (collisions, output inside input), so a clean dry run means the real run can start.
-import type { Mode } from './metadata.js'
+import type { Mode } from '../message/metadata.js'
 import type { PlannedFile } from './plan.js'
-import type { CommonTreeOptions, TreeSummary } from './tree.js'
+import type { CommonTreeOptions, TreeSummary } from '../tree.js'
 
 export interface PlannedAction {
   input: string

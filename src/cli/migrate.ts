@@ -1,12 +1,12 @@
 // Flags of `envcrypt migrate` and the glue to migrateTree; cli.ts only registers the command.
 import type { Argv } from 'yargs'
-import { ALGORITHM_NAMES, COMMITMENT_POLICIES, type CommitmentPolicyName } from './algorithms.js'
+import { ALGORITHM_NAMES, COMMITMENT_POLICIES, type CommitmentPolicyName } from '../message/algorithms.js'
 import { parseContextPairs, splitGroup } from './args.js'
-import { UsageError } from './errors.js'
-import { parseCachingSpec } from './materials.js'
+import { UsageError } from '../errors.js'
+import { parseCachingSpec } from '../keys/materials.js'
 import { checkOutputArgs, startSession } from './session.js'
-import { DEFAULT_DATA_KEY_SUFFIX, LEGACY_SCHEMES, MIGRATED_FROM_KEY, migrateTree, type LegacyScheme } from './migrate.js'
-import { defaultJobs } from './tree.js'
+import { DEFAULT_DATA_KEY_SUFFIX, LEGACY_SCHEMES, MIGRATED_FROM_KEY, migrateTree, type LegacyScheme } from '../migrate.js'
+import { defaultJobs } from '../tree.js'
 
 export const MIGRATE_DESCRIPTION = 're-encrypt files from a home-made KMS envelope scheme (cloudonaut-v1, openssl-kms, ddb-ctr) as Encryption SDK messages'
 
@@ -124,6 +124,6 @@ export async function runMigrate(args: MigrateArgs): Promise<number> {
 /** The S3 store when an input or the output is an s3:// URI (loaded lazily, as in cli.ts). */
 async function s3Stores(args: MigrateArgs) {
   if (![args.output!, ...args.input!].some((uri) => uri.startsWith('s3://'))) return []
-  const { s3Store } = await import('./s3.js')
+  const { s3Store } = await import('../store/s3.js')
   return [s3Store({ endpoint: args.s3Endpoint, forcePathStyle: args.s3ForcePathStyle })]
 }

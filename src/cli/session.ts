@@ -2,11 +2,11 @@
 // metadata/summary destinations, report files as they finish, stop cleanly on SIGINT/SIGTERM, and end with
 // the summary (JSON to --summary, a human one on stderr) and the exit code.
 import { writeFileSync } from 'node:fs'
-import { printable, UsageError } from './errors.js'
-import { removeLiveTemporaries } from './io.js'
-import { canonicalJson } from './metadata.js'
+import { printable, UsageError } from '../errors.js'
+import { removeLiveTemporaries } from '../store/local.js'
+import { canonicalJson } from '../message/metadata.js'
 import { createProgress, renderEndSummary, silentProgress } from './progress.js'
-import type { FileEvent, TreeSummary } from './tree.js'
+import type { FileEvent, TreeSummary } from '../tree.js'
 
 export const exitCodes = { ok: 0, failed: 1, usage: 2, SIGINT: 130, SIGTERM: 143 } as const
 

@@ -1,7 +1,7 @@
 // `envcrypt keygen`: a new random raw AES key, created with mode 0600 and never replacing a file.
 import { randomBytes } from 'node:crypto'
 import { openSync, writeSync, closeSync, fsyncSync } from 'node:fs'
-import { UsageError } from './errors.js'
+import { UsageError } from '../errors.js'
 
 export function keygen(path: string, bytes = 32): void {
   if (![16, 24, 32].includes(bytes)) throw new UsageError('keygen: --bytes must be 16, 24 or 32')

@@ -15,14 +15,14 @@ import { fileURLToPath } from 'node:url'
 import type { Argv } from 'yargs'
 import cliProgress from 'cli-progress'
 import prettyBytes from 'pretty-bytes'
-import { ALGORITHM_NAMES } from './algorithms.js'
-import { splitGroup } from './args.js'
-import { UsageError } from './errors.js'
-import { localKmsEnv, startLocalKms, type LocalKms } from './local-kms.js'
-import { nativeActive } from './native.js'
-import { parseCachingSpec, type CachingSettings } from './materials.js'
-import type { KmsCallCounts } from './keys.js'
-import { defaultEngineName } from './tree.js'
+import { ALGORITHM_NAMES } from '../message/algorithms.js'
+import { splitGroup } from '../cli/args.js'
+import { UsageError } from '../errors.js'
+import { localKmsEnv, startLocalKms, type LocalKms } from '../local-kms/server.js'
+import { nativeActive } from '../message/native.js'
+import { parseCachingSpec, type CachingSettings } from '../keys/materials.js'
+import type { KmsCallCounts } from '../keys/keyrings.js'
+import { defaultEngineName } from '../tree.js'
 import { renderBenchReport } from './report.js'
 
 export const DEFAULT_CACHING: CachingSettings = { capacity: 1, max_age: 10, max_messages_encrypted: 100 }
@@ -203,8 +203,8 @@ function sameFile(a: string, b: string): boolean {
 
 // ---------- one run: the real CLI in a child process ----------
 
-const CLI = fileURLToPath(new URL('./cli.js', import.meta.url))
-const RSS_PRELOAD = new URL('./bench-rss.js', import.meta.url).href
+const CLI = fileURLToPath(new URL('../cli.js', import.meta.url))
+const RSS_PRELOAD = new URL('./rss.js', import.meta.url).href
 
 interface ChildResult {
   seconds: number

@@ -23,9 +23,9 @@ import {
 } from './engine.js'
 import { parseHeader } from './engine.js'
 import { checkDecryptHeader, jsEngine, resolveDecryptionMaterials, resolveEncryptionMaterials } from './engine-js.js'
-import { EnvcryptError, IntegrityError, untilAborted } from './errors.js'
-import type { DecryptFileTask, EncryptFileTask, FileBatch, FileTask, FileTaskResult } from './engine-pool-worker.js'
-import type { TemporaryTarget } from './io.js'
+import { EnvcryptError, IntegrityError, untilAborted } from '../errors.js'
+import type { DecryptFileTask, EncryptFileTask, FileBatch, FileTask, FileTaskResult } from './pool-worker.js'
+import type { TemporaryTarget } from '../store/local.js'
 
 export interface FileRunOptions {
   signal?: AbortSignal
@@ -71,7 +71,7 @@ function workerPool(): Piscina<FileBatch, FileTaskResult[]> {
   // Created on first use: a run with only stdin or S3 never starts threads. Idle workers are unref'd by
   // piscina, so they do not keep the process alive.
   pool ??= new Piscina<FileBatch, FileTaskResult[]>({
-    filename: new URL('./engine-pool-worker.js', import.meta.url).href,
+    filename: new URL('./pool-worker.js', import.meta.url).href,
     minThreads: threads,
     maxThreads: threads,
     // Each worker does blocking file I/O in its task: one task per thread at a time.

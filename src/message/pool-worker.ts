@@ -17,8 +17,8 @@ import {
 import { SignatureKey, VerificationKey } from '@aws-crypto/material-management'
 import { readHeader, type ByteSource } from './engine.js'
 import { decryptWithMaterials, encryptWithMaterials } from './engine-js.js'
-import { describeError, EnvcryptError, IntegrityError } from './errors.js'
-import { writeTemporaryFile, WriteStopped, type TemporaryTarget } from './io.js'
+import { describeError, EnvcryptError, IntegrityError } from '../errors.js'
+import { writeTemporaryFile, WriteStopped, type TemporaryTarget } from '../store/local.js'
 
 /** Bytes per read of the input file: the frame loop batches 1 MiB at a time. */
 const READ_BYTES = 1024 * 1024

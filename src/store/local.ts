@@ -8,8 +8,8 @@ import { createHash, randomBytes } from 'node:crypto'
 import { hostname } from 'node:os'
 import { PassThrough, Writable } from 'node:stream'
 import { finished } from 'node:stream/promises'
-import type { ByteSource } from './engine.js'
-import { EnvcryptError } from './errors.js'
+import type { ByteSource } from '../message/engine.js'
+import { EnvcryptError } from '../errors.js'
 
 export interface InputItem {
   /** Shown in messages and metadata: an absolute path, `<stdin>`, or `s3://bucket/key`. */

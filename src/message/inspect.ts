@@ -4,7 +4,7 @@ import { createReadStream } from 'node:fs'
 import { stat } from 'node:fs/promises'
 import { NodeAlgorithmSuite } from '@aws-crypto/material-management-node'
 import { readHeader } from './engine.js'
-import { EnvcryptError } from './errors.js'
+import { EnvcryptError } from '../errors.js'
 import { canonicalJson, headerRecord, type HeaderRecord } from './metadata.js'
 
 export interface InspectResult {

@@ -2,9 +2,9 @@
 // result as an HTML page). Kept apart from cli.ts so that file stays a list of flags.
 import { readFileSync, writeFileSync } from 'node:fs'
 import type { Argv, CommandModule } from 'yargs'
-import { describeError, EnvcryptError } from './errors.js'
-import { inspectFile, inspectJsonLine, renderInspectTable } from './inspect.js'
-import { renderBenchReport } from './report.js'
+import { describeError, EnvcryptError } from '../errors.js'
+import { inspectFile, inspectJsonLine, renderInspectTable } from '../message/inspect.js'
+import { renderBenchReport } from '../bench/report.js'
 
 type SetExitCode = (code: number) => void
 

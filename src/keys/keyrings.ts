@@ -12,7 +12,7 @@ import {
   type KeyringNode,
 } from '@aws-crypto/client-node'
 import { KMS } from '@aws-sdk/client-kms'
-import { UsageError } from './errors.js'
+import { UsageError } from '../errors.js'
 
 export type Provider = 'aws-kms' | 'raw-aes' | 'raw-rsa'
 export type RsaPadding = 'oaep-sha256' | 'oaep-sha1' | 'pkcs1'

@@ -31,7 +31,7 @@ export interface FrameKernel {
 }
 
 /** Where the package is: dist/native.js and src/native.ts both sit one level below it. */
-const PACKAGE_ROOT = join(dirname(fileURLToPath(import.meta.url)), '..')
+const PACKAGE_ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..')
 
 let loaded: { kernel?: FrameKernel; error?: string } | undefined
 

@@ -10,7 +10,7 @@ import type { Writable } from 'node:stream'
 import type { AlgorithmSuiteIdentifier, NodeMaterialsManager, MessageHeader } from '@aws-crypto/client-node'
 import { deserializeFactory } from '@aws-crypto/serialize'
 import { CommitmentPolicy, NodeAlgorithmSuite, SignaturePolicy } from '@aws-crypto/material-management-node'
-import { EnvcryptError } from './errors.js'
+import { EnvcryptError } from '../errors.js'
 
 export type ByteSource = AsyncIterable<Uint8Array>
 

@@ -13,7 +13,7 @@ import {
 import { NodeDecryptionMaterial, type NodeAlgorithmSuite } from '@aws-crypto/material-management-node'
 import { VerificationKey } from '@aws-crypto/material-management'
 import { ENCODED_SIGNER_KEY } from '@aws-crypto/serialize'
-import { IntegrityError, UsageError } from './errors.js'
+import { IntegrityError, UsageError } from '../errors.js'
 
 /** The SDK's default materials manager, except that a signed message's public key (compressed in its
  *  encryption context) is decompressed by OpenSSL (`ECDH.convertKey`, ~0.05 ms for P-384) instead of the SDK's

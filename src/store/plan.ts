@@ -3,9 +3,9 @@
 import { realpath, stat } from 'node:fs/promises'
 import { basename, dirname, isAbsolute, join, relative, resolve, sep } from 'node:path'
 import fg from 'fast-glob'
-import { EnvcryptError, UsageError } from './errors.js'
+import { EnvcryptError, UsageError } from '../errors.js'
 import { shardOf, type ManifestEntry, type Shard } from './shard.js'
-import { localFileInput, localFileOutput, stdinInput, stdoutOutput, TEMP_PREFIX, type InputItem, type OutputTarget } from './io.js'
+import { localFileInput, localFileOutput, stdinInput, stdoutOutput, TEMP_PREFIX, type InputItem, type OutputTarget } from './local.js'
 
 export interface PlannedFile {
   input: InputItem

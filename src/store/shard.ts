@@ -6,7 +6,7 @@
 // output), read as a big-endian unsigned 64-bit integer, modulo N. Each file's shard depends on its own path
 // only, so adding files never moves another file, and the N shards are disjoint and cover everything.
 import { createHash } from 'node:crypto'
-import { UsageError } from './errors.js'
+import { UsageError } from '../errors.js'
 
 export interface Shard {
   index: number

@@ -4,7 +4,7 @@
 import { readFileSync } from 'node:fs'
 import { homedir } from 'node:os'
 import { split as shlexSplit } from 'shlex'
-import { UsageError } from './errors.js'
+import { UsageError } from '../errors.js'
 
 export const GROUP_SEPARATOR = '\u001f'
 const GROUPED_FLAGS: Record<string, string> = {

@@ -16,11 +16,11 @@ import {
   type PutObjectCommandInput,
 } from '@aws-sdk/client-s3'
 import { Upload } from '@aws-sdk/lib-storage'
-import type { ByteSource } from './engine.js'
-import { EnvcryptError, UsageError } from './errors.js'
-import type { InputItem, OutputTarget, OutputWriter } from './io.js'
+import type { ByteSource } from '../message/engine.js'
+import { EnvcryptError, UsageError } from '../errors.js'
+import type { InputItem, OutputTarget, OutputWriter } from './local.js'
 import type { Store } from './plan.js'
-import { VERSION } from './version.js'
+import { VERSION } from '../version.js'
 
 export interface S3StoreOptions {
   /** `--s3-endpoint`; otherwise the standard chain (`AWS_ENDPOINT_URL_S3`, profiles). */

@@ -3,7 +3,7 @@
 import { readFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { dirname, join } from 'node:path'
-import { EnvcryptError } from './errors.js'
+import { EnvcryptError } from '../errors.js'
 
 /** One run of `envcrypt bench --json` (issue 5); extra fields are kept and shown in the table. */
 export interface BenchRun {

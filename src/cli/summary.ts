@@ -1,7 +1,7 @@
 // Run summaries: merging the ones written by independent workers (`envcrypt merge-summaries`).
 import { readFileSync } from 'node:fs'
-import { UsageError } from './errors.js'
-import type { TreeSummary } from './tree.js'
+import { UsageError } from '../errors.js'
+import type { TreeSummary } from '../tree.js'
 
 /** Sum counts, bytes and KMS calls; `seconds` is the longest worker's (they run side by side). */
 export function mergeSummaries(summaries: readonly TreeSummary[]): TreeSummary & { workers: number } {

@@ -3,7 +3,7 @@
 import cliProgress from 'cli-progress'
 import prettyBytes from 'pretty-bytes'
 import prettyMs from 'pretty-ms'
-import type { FileEvent, TreeSummary } from './tree.js'
+import type { FileEvent, TreeSummary } from '../tree.js'
 
 export interface ProgressReporter {
   onPlan(files: number, bytes: number): void
