@@ -2,7 +2,6 @@
 // every up-front refusal (collisions, output inside input), so a clean dry run means the real run can start.
 import type { Mode } from '../message/metadata.js'
 import type { PlannedFile } from './plan.js'
-import type { CommonTreeOptions, TreeSummary } from '../tree.js'
 
 export interface PlannedAction {
   input: string
@@ -12,7 +11,14 @@ export interface PlannedAction {
   note?: string
 }
 
-export async function dryRunSummary(mode: Mode, planned: readonly PlannedFile[], options: CommonTreeOptions, started: number): Promise<TreeSummary> {
+/** The flags that decide what a dry run says about an existing output. */
+export interface DryRunFlags {
+  skipExisting?: boolean
+  noOverwrite?: boolean
+  confirmOverwrite?: unknown
+}
+
+export async function dryRunActions(mode: Mode, planned: readonly PlannedFile[], options: DryRunFlags): Promise<PlannedAction[]> {
   const verb = mode === 'encrypt' ? 'encrypt' : 'decrypt'
   const actions: PlannedAction[] = []
   for (const file of planned) {
@@ -24,18 +30,7 @@ export async function dryRunSummary(mode: Mode, planned: readonly PlannedFile[],
     }
     actions.push(action)
   }
-  const skipped = actions.filter((a) => a.action === 'skip').length
-  return {
-    files_ok: 0,
-    files_failed: 0,
-    files_skipped: skipped,
-    bytes_in: 0,
-    bytes_out: 0,
-    seconds: Math.round((performance.now() - started) / 10) / 100,
-    failures: [],
-    kms_calls: {},
-    planned: actions,
-  }
+  return actions
 }
 
 /** The lines `--dry-run` prints: `encrypt IN -> OUT`, skipped files marked. */
