@@ -288,6 +288,66 @@ Napi::Value DecryptFrames(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, -1);
 }
 
+// openRegularFrames(key, input, start, end, firstSequenceNumber, frameLength, out, outOffset, frameAadPrefix)
+//   -> frames opened (>= 0), or -(i + 1) when the tag of the i-th frame from `start` failed.
+//
+// The fast path of the decrypt loop for big messages: parses and opens, from input[start], consecutive
+// regular frames  uint32 seq || IV || ciphertext (frameLength) || tag  whose sequence numbers are
+// firstSequenceNumber, +1, ... and writes their plaintext back to back from out[outOffset]. It stops, without
+// judging, at the first thing that is not such a frame: the end marker (the final frame), an unexpected
+// sequence number, or a frame not wholly inside input[start, end). JavaScript's frame parser then reads that
+// spot itself, so every refusal keeps its one message. Like decryptFrames, it stops at the first tag failure;
+// plaintext written for earlier frames of the call must then be discarded.
+Napi::Value OpenRegularFrames(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() != 9 || !IsBuffer(info[0]) || !IsBuffer(info[1]) || !IsBuffer(info[6]) || !IsBuffer(info[8])) {
+    return Fail(env, "openRegularFrames: bad arguments");
+  }
+  auto key = info[0].As<Napi::Buffer<uint8_t>>();
+  auto input = info[1].As<Napi::Buffer<uint8_t>>();
+  auto out = info[6].As<Napi::Buffer<uint8_t>>();
+  auto frameAadPrefix = info[8].As<Napi::Buffer<uint8_t>>();
+  size_t start, end, firstSequenceNumber, frameLength, outOffset;
+  if (!ReadIndex(info[3], static_cast<double>(input.Length()), &end) || !ReadIndex(info[2], static_cast<double>(end), &start) ||
+      !ReadIndex(info[4], kSequenceNumberEnd, &firstSequenceNumber) || firstSequenceNumber == 0 ||
+      !ReadIndex(info[5], kSequenceNumberEnd, &frameLength) || frameLength == 0 ||
+      !ReadIndex(info[7], static_cast<double>(out.Length()), &outOffset)) {
+    return Fail(env, "openRegularFrames: offset, sequence number or frame length out of range");
+  }
+  const size_t frameBytes = 4 + kIvLength + frameLength + kTagLength;
+  // Frames that fit both the input range and the room left in `out`.
+  size_t limit = (end - start) / frameBytes;
+  const size_t room = (out.Length() - outOffset) / frameLength;
+  if (room < limit) limit = room;
+  const uint8_t* read = input.Data() + start;
+  size_t frames = 0;
+  for (; frames < limit; frames++) {
+    const uint8_t* frame = read + frames * frameBytes;
+    const uint64_t expected = static_cast<uint64_t>(firstSequenceNumber) + frames;
+    const uint32_t sequenceNumber = (static_cast<uint32_t>(frame[0]) << 24) | (static_cast<uint32_t>(frame[1]) << 16) |
+                                    (static_cast<uint32_t>(frame[2]) << 8) | static_cast<uint32_t>(frame[3]);
+    if (sequenceNumber == kSequenceNumberEnd || sequenceNumber != expected) break;
+  }
+  if (frames == 0) return Napi::Number::New(env, 0);
+
+  CipherCtx ctx = NewContext(key.Data(), key.Length(), false);
+  if (!ctx) return Fail(env, "openRegularFrames: bad key length or OpenSSL failure");
+  const size_t aadLength = frameAadPrefix.Length() + kAadTailLength;
+  std::unique_ptr<uint8_t[]> aad(new uint8_t[aadLength]);
+  std::memcpy(aad.get(), frameAadPrefix.Data(), frameAadPrefix.Length());
+  uint8_t* write = out.Data() + outOffset;
+  for (size_t i = 0; i < frames; i++) {
+    const uint8_t* frame = read + i * frameBytes;
+    FillAadTail(aad.get() + aadLength - kAadTailLength, static_cast<uint32_t>(firstSequenceNumber + i), frameLength);
+    const uint8_t* ciphertext = frame + 4 + kIvLength;
+    if (!OpenFrame(ctx.get(), frame + 4, aad.get(), aadLength, ciphertext, frameLength, ciphertext + frameLength, write)) {
+      return Napi::Number::New(env, -static_cast<double>(i + 1));
+    }
+    write += frameLength;
+  }
+  return Napi::Number::New(env, static_cast<double>(frames));
+}
+
 // gcmTag(key, iv, aad) -> 16-byte tag of an empty plaintext: the message header authentication. engine-js
 // compares it with the SDK's own header auth to prove that the key it derived is the SDK's derived key.
 Napi::Value GcmTag(const Napi::CallbackInfo& info) {
@@ -313,6 +373,7 @@ Napi::Value GcmTag(const Napi::CallbackInfo& info) {
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("encryptFrames", Napi::Function::New(env, EncryptFrames, "encryptFrames"));
   exports.Set("decryptFrames", Napi::Function::New(env, DecryptFrames, "decryptFrames"));
+  exports.Set("openRegularFrames", Napi::Function::New(env, OpenRegularFrames, "openRegularFrames"));
   exports.Set("gcmTag", Napi::Function::New(env, GcmTag, "gcmTag"));
   exports.Set("ivLength", Napi::Number::New(env, kIvLength));
   exports.Set("tagLength", Napi::Number::New(env, kTagLength));

@@ -248,6 +248,46 @@ describe(`native frame kernel${reason}`, () => {
     expect(kernel.decryptFrames(key, input, frames(0, 12, 60, 1, 0), out, prefix, prefix)).toBe(0)
   })
 
+  it.runIf(built)('openRegularFrames opens what encryptFrames sealed and stops, without judging, where a regular frame does not follow', () => {
+    const kernel = nativeKernel()!
+    const key = randomBytes(32)
+    const framePrefix = randomBytes(40)
+    const finalPrefix = randomBytes(41)
+    const frameLength = 50
+    const frameBytes = 4 + 12 + frameLength + 16
+    const plaintext = randomBytes(3 * frameLength + 7) // 3 regular frames and a 7-byte final frame
+    const sealed = Buffer.alloc(3 * frameBytes + (4 + 4 + 12 + 4 + 7 + 16))
+    expect(kernel.encryptFrames(key, plaintext, sealed, 0, framePrefix, finalPrefix, 5, frameLength, true)).toBe(sealed.length)
+    const input = Buffer.concat([randomBytes(3), sealed]) // an odd offset in front
+    const out = Buffer.alloc(4 * frameLength)
+    const open = (start: number, end: number, first: number, into = out, at = 0) =>
+      kernel.openRegularFrames(key, input, start, end, first, frameLength, into, at, framePrefix)
+    // All three regular frames, then it stops at the end marker.
+    expect(open(3, input.length, 5)).toBe(3)
+    expect(out.subarray(0, 3 * frameLength)).toEqual(plaintext.subarray(0, 3 * frameLength))
+    // From the second frame, into an offset of `out`.
+    out.fill(0)
+    expect(open(3 + frameBytes, input.length, 6, out, 1)).toBe(2)
+    expect(out.subarray(1, 1 + 2 * frameLength)).toEqual(plaintext.subarray(frameLength, 3 * frameLength))
+    // A range ending one byte short of a frame's tag stops before that frame; no room in `out` likewise.
+    expect(open(3, 3 + 2 * frameBytes - 1, 5)).toBe(1)
+    expect(open(3, input.length, 5, Buffer.alloc(2 * frameLength + 3))).toBe(2)
+    // Another sequence number than expected: nothing opened (the JavaScript parser names the problem).
+    expect(open(3, input.length, 4)).toBe(0)
+    expect(open(3, input.length, 6)).toBe(0)
+    // A flipped tag bit in the second frame: -(index + 1).
+    const tampered = Buffer.from(input)
+    tampered[3 + 2 * frameBytes - 1] ^= 0x80
+    expect(kernel.openRegularFrames(key, tampered, 3, tampered.length, 5, frameLength, out, 0, framePrefix)).toBe(-2)
+    // Out-of-range arguments are refused before any memory is touched.
+    expect(() => open(3, input.length + 1, 5)).toThrow(/out of range/)
+    expect(() => open(10, 9, 5)).toThrow(/out of range/)
+    expect(() => open(3, input.length, 0)).toThrow(/out of range/)
+    expect(() => open(3, input.length, 5, out, out.length + 1)).toThrow(/out of range/)
+    expect(() => kernel.openRegularFrames(key, input, 3, input.length, 5, 0, out, 0, framePrefix)).toThrow(/out of range/)
+    expect(() => kernel.openRegularFrames(key.subarray(1), input, 3, input.length, 5, frameLength, out, 0, framePrefix)).toThrow(/key length/)
+  })
+
   it.runIf(built)('a data key the kernel cannot reproduce falls back to JavaScript (same output)', async () => {
     // Decryption materials whose suite claims no KDF while the message was written with one: our derived key
     // then differs from the SDK's, the header tag check catches it, and the message runs on JavaScript.

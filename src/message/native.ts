@@ -26,6 +26,21 @@ export interface FrameKernel {
    *  sequenceNumber, isFinal) from `input` into `out`, back to back; returns the index of the first frame
    *  whose tag failed, or -1. */
   decryptFrames(key: Buffer, input: Buffer, frames: Float64Array, out: Buffer, frameAadPrefix: Buffer, finalFrameAadPrefix: Buffer): number
+  /** Open consecutive regular frames from input[start, end) whose sequence numbers run from
+   *  `firstSequenceNumber`, writing their plaintext back to back from out[outOffset]; stops without judging at
+   *  the first spot that is not such a frame (final frame, another sequence number, a frame not wholly in the
+   *  range, or no room left in `out`). Returns the frames opened, or -(i + 1) when the i-th frame's tag failed. */
+  openRegularFrames(
+    key: Buffer,
+    input: Buffer,
+    start: number,
+    end: number,
+    firstSequenceNumber: number,
+    frameLength: number,
+    out: Buffer,
+    outOffset: number,
+    frameAadPrefix: Buffer,
+  ): number
   /** AES-GCM tag of an empty plaintext with `aad`: the header authentication tag. */
   gcmTag(key: Buffer, iv: Buffer, aad: Buffer): Buffer
 }
@@ -41,7 +56,7 @@ function load(): { kernel?: FrameKernel; error?: string } {
     // node-gyp-build finds build/Release (or prebuilds/) and throws when there is nothing to load.
     const nodeGypBuild = require('node-gyp-build') as (dir: string) => unknown
     const addon = nodeGypBuild(PACKAGE_ROOT) as Partial<FrameKernel>
-    if (typeof addon.encryptFrames !== 'function' || typeof addon.decryptFrames !== 'function' || typeof addon.gcmTag !== 'function') {
+    if (typeof addon.encryptFrames !== 'function' || typeof addon.decryptFrames !== 'function' || typeof addon.openRegularFrames !== 'function' || typeof addon.gcmTag !== 'function') {
       return { error: 'the native addon does not export the frame kernel' }
     }
     return { kernel: addon as FrameKernel }
