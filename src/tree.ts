@@ -70,6 +70,7 @@ async function runTree(mode: Mode, options: EncryptTreeOptions & DecryptTreeOpti
     metadata: openMetadataSink(options.metadataOutput, options.overwriteMetadata ?? false),
     inFlight: new Set(),
     openSources: new Set(),
+    warn,
   }
   options.onPlan?.(planned.length, planned.reduce((sum, file) => sum + (file.input.size ?? 0), 0))
   const allByFile = !run.streamsOnly && planned.every((file) => file.input.localPath !== undefined && file.output.openTemporary)

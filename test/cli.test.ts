@@ -314,7 +314,7 @@ describe('flags', () => {
     }
   })
 
-  it('--skip-existing leaves complete outputs alone; --no-overwrite fails instead of replacing', async () => {
+  it('--skip-existing leaves complete outputs alone; --no-overwrite skips instead of replacing', async () => {
     const { dir, key, input } = setup({ 'a.txt': 'a', 'b.txt': 'b' })
     mkdirSync(join(dir, 'enc'))
     writeFileSync(join(dir, 'enc', 'a.txt.encrypted'), 'already there')
@@ -328,8 +328,8 @@ describe('flags', () => {
     expect(JSON.parse(resumed.stdout.toString())).toMatchObject({ files_ok: 2 - 1, files_skipped: 1 })
     expect(readFileSync(join(dir, 'enc', 'a.txt.encrypted'), 'utf8')).toBe('already there')
     const refused = await runCli(['-e', '-r', '-i', input, '-o', join(dir, 'enc'), ...key.spec, '-S', '--no-overwrite'])
-    expect(refused.code).toBe(1)
-    expect(refused.stderr).toMatch(/already exists/)
+    expect(refused.code).toBe(0)
+    expect(refused.stderr).toMatch(/a\.txt\.encrypted exists; skipped \(--no-overwrite\)/)
     expect(readFileSync(join(dir, 'enc', 'a.txt.encrypted'), 'utf8')).toBe('already there')
   })
 

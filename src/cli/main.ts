@@ -137,7 +137,7 @@ function mainOptions(y: Argv) {
     .option('suffix', { type: 'string', describe: 'suffix for outputs in a directory (default .encrypted/.decrypted; bare --suffix: none)' })
     .option('interactive', { type: 'boolean', describe: 'ask before overwriting an existing output' })
     .option('overwrite', { type: 'boolean', default: true, hidden: true })
-    .option('no-overwrite', { type: 'boolean', describe: 'never overwrite an existing output (the file fails instead)' })
+    .option('no-overwrite', { type: 'boolean', describe: 'never overwrite an existing output (the file is skipped with a warning)' })
     .option('encode', { type: 'boolean', describe: 'base64-encode the output' })
     .option('decode', { type: 'boolean', describe: 'base64-decode the input' })
     .option('verbose', { alias: 'v', type: 'count', describe: 'more output on stderr' })

@@ -28,6 +28,7 @@ export interface TreeRun {
   inFlight: Set<Pick<OutputWriter, 'abort'>>
   /** Inputs being read, closed when the run is interrupted. */
   openSources: Set<ByteSource>
+  warn: (message: string) => void
 }
 
 type CommittableOutput = { commit(options: { noClobber: boolean }): Promise<void>; abort(): Promise<void> }
@@ -68,7 +69,11 @@ async function shouldSkip(run: TreeRun, file: PlannedFile): Promise<boolean> {
   const { options } = run
   if (options.sync && (await file.output.isUpToDate?.(file.input))) return true
   if ((options.skipExisting || options.noOverwrite || options.confirmOverwrite) && (await file.output.exists())) {
-    if (options.noOverwrite && !options.skipExisting) throw new EnvcryptError(`output ${file.output.display} already exists (--no-overwrite)`)
+    // As aws-encryption-cli: an existing output under --no-overwrite is a warning and a skip, not a failure.
+    if (options.noOverwrite && !options.skipExisting) {
+      run.warn(`${file.output.display} exists; skipped (--no-overwrite)`)
+      return true
+    }
     if (options.skipExisting || !(await options.confirmOverwrite!(file.output.display))) return true
   }
   return false

@@ -25,7 +25,7 @@ export async function dryRunActions(mode: Mode, planned: readonly PlannedFile[],
     const action: PlannedAction = { input: file.input.display, output: file.output.display, action: verb }
     if ((options.skipExisting || options.noOverwrite || options.confirmOverwrite) && (await file.output.exists())) {
       if (options.skipExisting) Object.assign(action, { action: 'skip', note: 'output exists' })
-      else if (options.noOverwrite) action.note = 'would fail: output exists (--no-overwrite)'
+      else if (options.noOverwrite) Object.assign(action, { action: 'skip', note: 'output exists, --no-overwrite' })
       else action.note = 'would ask before overwriting'
     }
     actions.push(action)
