@@ -61,7 +61,7 @@ export async function planFiles(options: PlanOptions, stores: readonly Store[] =
   const sameEntry = (a: string, b: string) => isSameEntry(a, b, realDirectories)
   const listings: Listed[] = []
   if (options.manifest) listings.push(await manifestInputs(options.inputs, options.manifest, stores))
-  else for (const input of options.inputs) listings.push(await listInput(input, options, stores))
+  else for (const input of options.inputs) listings.push(...(await listInput(input, options, stores)))
   let items = listings.flatMap((l) => l.items)
   if (options.shard) {
     const { index, count } = options.shard
@@ -120,35 +120,54 @@ export async function planFiles(options: PlanOptions, stores: readonly Store[] =
   return planned
 }
 
-async function listInput(input: string, options: PlanOptions, stores: readonly Store[]): Promise<Listed> {
-  if (input === '-') return { items: [stdinInput()], isTree: false }
+async function listInput(input: string, options: PlanOptions, stores: readonly Store[]): Promise<Listed[]> {
+  if (input === '-') return [{ items: [stdinInput()], isTree: false }]
   const store = stores.find((s) => s.matches(input))
   if (store) {
     const listed = await store.listInputs(input, options.recursive)
-    return listed.isTree ? { ...listed, remoteRoot: input.endsWith('/') ? input : input + '/' } : listed
+    return [listed.isTree ? { ...listed, remoteRoot: input.endsWith('/') ? input : input + '/' } : listed]
   }
   const path = resolve(input)
   const info = await stat(path).catch(() => undefined)
-  if (info?.isFile()) return { items: [localFileInput(path, basename(path), info)], isTree: false }
-  if (info?.isDirectory()) {
-    if (!options.recursive) {
-      options.warn(`skipping directory ${path}: use -r to process directories`)
-      return { items: [], isTree: true }
-    }
-    return { items: await walkDirectory(path, options), isTree: true, localRoot: path }
-  }
+  if (info?.isFile()) return [{ items: [localFileInput(path, basename(path), info)], isTree: false }]
+  if (info?.isDirectory()) return [await listDirectory(path, '', options)]
   if (info) throw new UsageError(`-i ${input}: not a regular file or directory`)
   if (!GLOB_CHARS.test(input)) throw new UsageError(`-i ${input}: no such file or directory`)
-  const base = resolve(globBase(input))
-  const matches = await fg(input, { onlyFiles: true, dot: true, absolute: true, followSymbolicLinks: false, unique: true })
-  if (matches.length === 0) throw new UsageError(`-i ${input}: the pattern matches no file`)
-  const items: InputItem[] = []
-  for (const match of matches.sort()) {
-    if (basename(match).startsWith(TEMP_PREFIX)) continue
-    const fileInfo = await stat(match)
-    items.push(localFileInput(match, relative(base, match).split(sep).join('/'), fileInfo))
+  return listGlob(input, options)
+}
+
+/** A directory input: walked with -r (paths under `prefix`), else skipped with a warning, as aws-encryption-cli. */
+async function listDirectory(path: string, prefix: string, options: PlanOptions): Promise<Listed> {
+  if (!options.recursive) {
+    options.warn(`skipping directory ${path}: use -r to process directories`)
+    return { items: [], isTree: true }
   }
-  return { items, isTree: true }
+  const items = await walkDirectory(path, options)
+  if (prefix) for (const item of items) item.relPath = `${prefix}/${item.relPath}`
+  return { items, isTree: true, localRoot: path }
+}
+
+/** A glob: matching files, and with -r matching directories walked (as aws-encryption-cli), all mirrored under
+ *  the pattern's fixed base directory. */
+async function listGlob(pattern: string, options: PlanOptions): Promise<Listed[]> {
+  const base = resolve(globBase(pattern))
+  const matches = await fg(pattern, { onlyFiles: false, dot: true, absolute: true, followSymbolicLinks: false, unique: true })
+  const files: InputItem[] = []
+  const listings: Listed[] = [{ items: files, isTree: true }]
+  const walked: string[] = []
+  // Sorted, a directory comes before everything under it: `data/**` lists each file once.
+  for (const match of matches.sort()) {
+    if (basename(match).startsWith(TEMP_PREFIX) || walked.some((dir) => isInside(match, dir))) continue
+    const info = await stat(match).catch(() => undefined)
+    const rel = relative(base, match).split(sep).join('/')
+    if (info?.isFile()) files.push(localFileInput(match, rel, info))
+    else if (info?.isDirectory()) {
+      listings.push(await listDirectory(match, rel, options))
+      if (options.recursive) walked.push(match)
+    }
+  }
+  if (listings.length === 1 && files.length === 0) throw new UsageError(`-i ${pattern}: the pattern matches no file${options.recursive ? ' or directory' : ''}`)
+  return listings
 }
 
 async function manifestInputs(inputs: readonly string[], manifest: ManifestEntry[], stores: readonly Store[]): Promise<Listed> {
