@@ -43,4 +43,30 @@ describe('scripts written for the official CLI', () => {
     expect(inside.code).toBe(2)
     expect(inside.stderr).toMatch(/inside the input directory/)
   })
+
+  it('an unambiguous prefix of a long flag stands for it (--recurs, --meta FILE, --wrap=...), as argparse', async () => {
+    const { dir, input, key } = setup()
+    const [, ...spec] = key.spec
+    const result = await runCli(['-e', '--recurs', '-i', input, '--out', join(dir, 'enc'), `--wrap=${spec[0]}`, ...spec.slice(1), '--meta', join(dir, 'm.json')])
+    expect(result.code, result.stderr).toBe(0)
+    expect(readFileSync(join(dir, 'm.json'), 'utf8').trim().split('\n')).toHaveLength(3)
+    const reencrypted = await runCli(['reencrypt', '--recurs', '-i', join(dir, 'enc'), '-o', join(dir, 'rot'), '--from-wrap', ...spec, ...key.spec, '--suppress'])
+    expect(reencrypted.code, reencrypted.stderr).toBe(0)
+    expect(listFiles(join(dir, 'rot'))).toHaveLength(3)
+  })
+
+  it('an ambiguous prefix names its candidates; an unknown flag gets the closest one, with its dashes, in every command', async () => {
+    const ambiguous = await runCli(['-e', '--en'])
+    expect(ambiguous.code).toBe(2)
+    expect(ambiguous.stderr).toMatch(/^envcrypt: error: ambiguous option: --en could match --encrypt, --encryption-context, --encode, --engine/)
+    const typo = await runCli(['-e', '-i', 'x', '-o', 'y', '-S', '--sufix', '.enc'])
+    expect(typo.code).toBe(2)
+    expect(typo.stderr.trim()).toBe('envcrypt: error: Unknown argument: --sufix (did you mean --suffix?)')
+    const far = await runCli(['-e', '--zzzzzz'])
+    expect(far.stderr.trim()).toBe('envcrypt: error: Unknown argument: --zzzzzz (see envcrypt --help)')
+    const inspect = await runCli(['inspect', 'x', '--jsn'])
+    expect(inspect.stderr.trim()).toBe('envcrypt: error: Unknown argument: --jsn (did you mean --json?)')
+    const keygen = await runCli(['keygen', '--out', 'x', '--bites', '16'])
+    expect(keygen.stderr.trim()).toBe('envcrypt: error: Unknown argument: --bites (did you mean --bytes?)')
+  })
 })

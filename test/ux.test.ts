@@ -149,10 +149,10 @@ describe('help, completion and errors', () => {
   it('bad flags give one line with a pointer to --help and exit 2', async () => {
     const result = await runCli(['-e', '--bogus-flag'])
     expect(result.code).toBe(2)
-    expect(result.stderr.trim().split('\n')).toEqual(['envcrypt: error: Unknown argument: bogus-flag (see envcrypt --help)'])
+    expect(result.stderr.trim().split('\n')).toEqual(['envcrypt: error: Unknown argument: --bogus-flag (see envcrypt --help)'])
     const two = await runCli(['-e', '--bogus-flag', '--colour'])
     expect(two.code).toBe(2)
-    expect(two.stderr.trim().split('\n')).toEqual(['envcrypt: error: Unknown arguments: bogus-flag, colour (see envcrypt --help)'])
+    expect(two.stderr.trim().split('\n')).toEqual(['envcrypt: error: Unknown arguments: --bogus-flag, --colour (see envcrypt --help)'])
   })
 })
 

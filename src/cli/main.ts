@@ -8,6 +8,7 @@ import yargs, { type Argv } from 'yargs'
 import { hideBin } from 'yargs/helpers'
 import { ALGORITHM_NAMES, COMMITMENT_POLICIES, type CommitmentPolicyName } from '../message/algorithms.js'
 import { expandArgfiles, groupRepeatedFlags, parseContextPairs, splitGroup } from './args.js'
+import { expandAbbreviations, longFlagNames, unknownFlagsMessage } from './flags.js'
 import { describeError, UsageError } from '../errors.js'
 import { removeLiveTemporaries } from '../store/local.js'
 import { parseCachingSpec } from '../keys/materials.js'
@@ -40,7 +41,7 @@ const EXAMPLES: Array<[string, string]> = [
 
 
 async function main(argv: string[]): Promise<number> {
-  const args = groupRepeatedFlags(expandArgfiles(argv))
+  const args = groupRepeatedFlags(expandMainAbbreviations(expandArgfiles(argv)))
   let exitCode: number = exitCodes.ok
   const parser = yargs(args)
     .scriptName('envcrypt')
@@ -97,21 +98,35 @@ async function main(argv: string[]): Promise<number> {
     .alias('h', 'help')
     .wrap(Math.min(110, process.stdout.columns || 100))
     .fail((message, err) => {
-      throw err ?? new UsageError(withoutCamelCaseTwins(message))
+      // By now the parser holds the options of the command that failed.
+      throw err ?? new UsageError(withUnknownFlagsNamed(message, parser))
     })
   for (const [command, description] of EXAMPLES) parser.example(command, description)
   await parser.parseAsync()
   return exitCode
 }
 
-/** yargs lists an unknown `--bogus-flag` twice, as `bogus-flag, bogusFlag`: name each flag once. */
-export function withoutCamelCaseTwins(message: string): string {
+const SUBCOMMANDS = ['keygen', 'local-kms', 'migrate', 'merge-summaries', 'reencrypt', 'inspect', 'report', 'completion', 'bench']
+
+/** The main command and reencrypt take their long flags abbreviated, as aws-encryption-cli (argparse) does. */
+function expandMainAbbreviations(argv: string[]): string[] {
+  const command = argv[0]
+  if (argv.includes('--get-yargs-completions') || (command !== 'reencrypt' && SUBCOMMANDS.includes(command ?? ''))) return argv
+  let options = mainOptions(yargs([]))
+  if (command === 'reencrypt') options = options.option('from-wrapping-keys', { type: 'string' })
+  // `--overwrite` exists only as the target of `--no-overwrite`: `--over` means --overwrite-metadata, as in argparse.
+  return expandAbbreviations(argv, longFlagNames(options), ['overwrite'])
+}
+
+/** yargs lists an unknown `--bogus-flag` without dashes and twice, as `bogus-flag, bogusFlag`: name each flag
+ *  once, with its dashes and the closest known flag. */
+export function withUnknownFlagsNamed(message: string, parser?: object): string {
   const match = /^Unknown arguments?: (.*)$/.exec(message)
   if (!match) return message
   const names = match[1]!.split(', ')
   const typed = new Set(names)
   const kept = names.filter((name) => !(/[A-Z]/.test(name) && typed.has(name.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase()))))
-  return `Unknown argument${kept.length === 1 ? '' : 's'}: ${kept.join(', ')}`
+  return unknownFlagsMessage(kept, parser ? longFlagNames(parser) : [])
 }
 
 function mainOptions(y: Argv) {
@@ -371,7 +386,7 @@ function confirmOverwrite(path: string): Promise<boolean> {
 
 /** Where to look next, on the same line as the error. */
 function usageHint(message: string): string {
-  if (/--help/.test(message)) return ''
+  if (/--help|did you mean/.test(message)) return ''
   const command = hideBin(process.argv).find((arg) => ['keygen', 'local-kms', 'reencrypt', 'inspect', 'report', 'completion'].includes(arg))
   return ` (see envcrypt ${command ? command + ' ' : ''}--help)`
 }
