@@ -19,6 +19,7 @@ import { readHeader, type ByteSource } from './engine.js'
 import { decryptWithMaterials, encryptWithMaterials } from './engine-js.js'
 import { describeError, EnvcryptError, IntegrityError } from '../errors.js'
 import { writeTemporaryFile, WriteStopped, type TemporaryTarget } from '../store/local.js'
+import { checkInputUnchanged, type PlannedInput } from '../store/input-check.js'
 
 /** Bytes per read of the input file: the frame loop batches 1 MiB at a time. */
 const READ_BYTES = 1024 * 1024
@@ -38,6 +39,8 @@ export interface PlainEncryptedDataKey {
 export interface EncryptFileTask {
   kind: 'encrypt'
   inputPath: string
+  /** Checked before the first read and after the last (input-check.ts). */
+  planned: PlannedInput
   output: TemporaryTarget
   suiteId: AlgorithmSuiteIdentifier
   encryptionContext: Record<string, string>
@@ -52,6 +55,8 @@ export interface EncryptFileTask {
 export interface DecryptFileTask {
   kind: 'decrypt'
   inputPath: string
+  /** Checked before the first read and after the last (input-check.ts). */
+  planned: PlannedInput
   /** The input's size when the planner knew it: reads are sized to it. */
   inputSize?: number
   output: TemporaryTarget
@@ -157,6 +162,13 @@ type PemKey = Uint8Array
 /** A data key in its own ArrayBuffer, as the SDK's materials require. */
 const isolated = (bytes: Uint8Array) => new Uint8Array(bytes)
 
+/** A failed read of a file that changed meanwhile (more bytes than planned, a truncated message) is reported
+ *  as the change, which is the cause. */
+const changedOr = (fd: number, task: FileTask) => (err: unknown): never => {
+  checkInputUnchanged(fd, task.inputPath, task.planned)
+  throw err
+}
+
 async function encryptFile(task: EncryptFileTask, stopped: () => boolean): Promise<FileTaskResult> {
   const suite = new NodeAlgorithmSuite(task.suiteId)
   const material = new NodeEncryptionMaterial(suite, task.encryptionContext).setUnencryptedDataKey(isolated(task.dataKey), {
@@ -169,6 +181,7 @@ async function encryptFile(task: EncryptFileTask, stopped: () => boolean): Promi
   if (task.signatureKey) material.setSignatureKey(new SignatureKey(task.signatureKey.privateKeyPem as unknown as PemKey, task.signatureKey.compressPoint, suite))
   const input = openSync(task.inputPath, 'r')
   try {
+    checkInputUnchanged(input, task.inputPath, task.planned)
     return await writeTemporaryFile(task.output, stopped, async (output) => {
       const sink = new FileSink(output)
       const source = asyncSource(input, task.plaintextLength, stopped)
@@ -176,7 +189,8 @@ async function encryptFile(task: EncryptFileTask, stopped: () => boolean): Promi
         frameLength: task.frameLength,
         plaintextLength: task.plaintextLength,
         expectedBytes: task.plaintextLength,
-      })
+      }).catch(changedOr(input, task))
+      checkInputUnchanged(input, task.inputPath, task.planned, result.bytesIn)
       return { ok: true, bytesIn: result.bytesIn, bytesOut: result.bytesOut, headerBytes: sink.firstChunk }
     })
   } finally {
@@ -193,6 +207,7 @@ async function decryptFile(task: DecryptFileTask, stopped: () => boolean): Promi
   if (task.verificationKeyPem) material.setVerificationKey(new VerificationKey(task.verificationKeyPem as unknown as PemKey, suite))
   const input = openSync(task.inputPath, 'r')
   try {
+    checkInputUnchanged(input, task.inputPath, task.planned)
     const iterator = asyncSource(input, task.inputSize, stopped)[Symbol.asyncIterator]()
     const { parsed, buffered } = await readHeader(iterator, task.maxEncryptedDataKeys)
     if (!Buffer.from(task.expectedHeader).equals(buffered.subarray(0, parsed.headerLength))) {
@@ -202,7 +217,8 @@ async function decryptFile(task: DecryptFileTask, stopped: () => boolean): Promi
       const result = await decryptWithMaterials(material, { parsed, headerBytes: buffered, rest: iterator }, new FileSink(output), {
         maxBodySize: task.maxBodySize,
         expectedBytes: task.inputSize,
-      })
+      }).catch(changedOr(input, task))
+      checkInputUnchanged(input, task.inputPath, task.planned, result.bytesIn)
       return { ok: true, bytesIn: result.bytesIn, bytesOut: result.bytesOut }
     })
   } finally {

@@ -26,11 +26,14 @@ import { checkDecryptHeader, jsEngine, resolveDecryptionMaterials, resolveEncryp
 import { EnvcryptError, IntegrityError, untilAborted } from '../errors.js'
 import type { DecryptFileTask, EncryptFileTask, FileBatch, FileTask, FileTaskResult } from './pool-worker.js'
 import type { TemporaryTarget } from '../store/local.js'
+import type { PlannedInput } from '../store/input-check.js'
 
 export interface FileRunOptions {
   signal?: AbortSignal
   /** The input's size, if known: small files are batched, and reads are sized to it. */
   inputSize?: number
+  /** What the planner saw of the input: the worker refuses a file that changes while it is read (input-check.ts). */
+  planned?: PlannedInput
 }
 
 /** An engine that can also run local file to local file off the main thread. `openOutput` reserves the
@@ -248,6 +251,7 @@ export const poolEngine: FileEngine = {
       task = {
         kind: 'encrypt',
         inputPath,
+        planned: options.planned ?? {},
         suiteId: material.suite.id,
         encryptionContext: { ...material.encryptionContext },
         encryptedDataKeys: material.encryptedDataKeys.map(({ providerId, providerInfo, encryptedDataKey, rawInfo }) => ({
@@ -283,6 +287,7 @@ export const poolEngine: FileEngine = {
       task = {
         kind: 'decrypt',
         inputPath,
+        planned: options.planned ?? {},
         inputSize: options.inputSize,
         suiteId: material.suite.id,
         encryptionContext: { ...material.encryptionContext },

@@ -139,7 +139,7 @@ async function runByFile(run: TreeRun, file: PlannedFile, progress: FileProgress
     return temporary.target
   }
   const engine = run.engine as FileEngine
-  const fileOptions = { signal: options.signal, inputSize: file.input.size }
+  const fileOptions = { signal: options.signal, inputSize: file.input.size, planned: { size: file.input.size, mtimeMs: file.input.mtimeMs, ino: file.input.ino } }
   // Not untilAborted: the engine stops waiting on KMS itself, and a file its worker already committed
   // when the run is interrupted still counts (and gets its metadata line); workers stop at their next check.
   return run.mode === 'encrypt'

@@ -2,7 +2,7 @@
 // runner never cares where bytes come from or go. Sinks are atomic: nothing appears at the final name
 // until `commit()`, and `abort()` leaves nothing behind.
 import { closeSync, createReadStream, createWriteStream, fchmodSync, fsyncSync, linkSync, openSync, renameSync, unlinkSync } from 'node:fs'
-import { mkdir, unlink, chmod, stat, readdir } from 'node:fs/promises'
+import { mkdir, unlink, chmod, stat, readdir, open } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
 import { createHash, randomBytes } from 'node:crypto'
 import { hostname } from 'node:os'
@@ -10,6 +10,7 @@ import { PassThrough, Writable } from 'node:stream'
 import { finished } from 'node:stream/promises'
 import type { ByteSource } from '../message/engine.js'
 import { EnvcryptError } from '../errors.js'
+import { checkHandleUnchanged, type PlannedInput } from './input-check.js'
 
 export interface InputItem {
   /** Shown in messages and metadata: an absolute path, `<stdin>`, or `s3://bucket/key`. */
@@ -20,6 +21,8 @@ export interface InputItem {
   /** Permission bits of a local file; outputs never get wider ones. */
   mode?: number
   mtimeMs?: number
+  /** A local file's inode when planned: a file renamed over it is another file (input-check.ts). */
+  ino?: number
   /** A local file's path, for engines that read it in another thread. */
   localPath?: string
   open(): Promise<ByteSource>
@@ -138,17 +141,48 @@ export function removeLiveTemporaries(): number {
   return removed
 }
 
-export function localFileInput(path: string, relPath: string, info: { size: number; mode: number; mtimeMs: number }): InputItem {
+export function localFileInput(path: string, relPath: string, info: { size: number; mode: number; mtimeMs: number; ino: number }): InputItem {
+  const planned: PlannedInput = { size: info.size, mtimeMs: info.mtimeMs, ino: info.ino }
   return {
     display: path,
     relPath,
     size: info.size,
     mode: info.mode & 0o777,
     mtimeMs: info.mtimeMs,
+    ino: info.ino,
     localPath: path,
-    open: async () => createReadStream(path, { highWaterMark: READ_CHUNK }),
+    open: async () => readCheckedFile(path, planned),
     remove: () => unlink(path),
   }
+}
+
+/** A local input as a byte source that refuses to end (throws InputChangedError) unless the file was the planned
+ *  one from the first read to the last (input-check.ts); it never yields more than the planned size, so an
+ *  engine told the plaintext length never sees more. `destroy()` stops it at its next read (an interrupted run). */
+export function readCheckedFile(path: string, planned: PlannedInput): ByteSource & { destroy(): void } {
+  let stopped = false
+  const chunks = (async function* () {
+    const handle = await open(path, 'r')
+    try {
+      await checkHandleUnchanged(() => handle.stat(), path, planned)
+      let bytesRead = 0
+      for (;;) {
+        if (stopped) throw new EnvcryptError('interrupted')
+        // Sized to what is left (a 4 KiB file costs a 4 KiB buffer and a one-byte read that finds the end).
+        const want = planned.size === undefined || planned.size < bytesRead ? READ_CHUNK : Math.max(1, Math.min(READ_CHUNK, planned.size - bytesRead))
+        const buffer = Buffer.allocUnsafe(want)
+        const { bytesRead: got } = await handle.read(buffer, 0, want, null)
+        if (got === 0) break
+        bytesRead += got
+        if (planned.size !== undefined && bytesRead > planned.size) await checkHandleUnchanged(() => handle.stat(), path, planned, bytesRead)
+        yield buffer.subarray(0, got)
+      }
+      await checkHandleUnchanged(() => handle.stat(), path, planned, bytesRead)
+    } finally {
+      await handle.close()
+    }
+  })()
+  return Object.assign(chunks, { destroy: () => void (stopped = true) })
 }
 
 export function stdinInput(): InputItem {
