@@ -69,7 +69,8 @@ describe.skipIf(browserSkipReason !== '')(`the report in headless Chromium${brow
     return join(dir, 'bench.html')
   }
 
-  it.skipIf(!installed('playwright-core'))('draws four non-empty charts with no console error and no network request', async () => {
+  const playwrightSkipReason = installed('playwright-core') ? '' : ' (skipped: playwright-core is not installed)'
+  it.skipIf(playwrightSkipReason !== '')(`draws four non-empty charts with no console error and no network request${playwrightSkipReason}`, async () => {
     const page = await writeReport()
     const { chromium } = require('playwright-core') as typeof import('playwright-core')
     const browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS })

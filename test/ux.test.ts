@@ -172,7 +172,8 @@ describe('terminal output', () => {
     ])
   })
 
-  it.skipIf(!hasScript())('on a TTY shows a progress bar and the summary block; with -q nothing', async () => {
+  const scriptSkipReason = hasScript() ? '' : ' (skipped: the script command, which gives the CLI a pseudo-terminal, is not installed)'
+  it.skipIf(scriptSkipReason !== '')(`on a TTY shows a progress bar and the summary block; with -q nothing${scriptSkipReason}`, async () => {
     const { dir, input, key } = setup()
     // Enough work (the reference engine, one file at a time) for the bar to draw a few times.
     writeTree(input, Object.fromEntries(Array.from({ length: 20 }, (_, i) => [`big/${i}.bin`, randomBytes(1_000_000)])))
