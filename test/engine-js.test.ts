@@ -27,7 +27,7 @@ import {
 import { ContentAADString, ContentType, serializeFactory, serializeMessageHeaderAuth, serializeSignatureInfo } from '@aws-crypto/serialize'
 import { jsEngine, encryptWithMaterials, decryptWithMaterials, resolveEncryptionMaterials, resolveDecryptionMaterials, checkDecryptHeader } from '../src/message/engine-js.js'
 import { sdkEngine, readHeader, type ByteSource, type DecryptMessageOptions, type EncryptMessageOptions } from '../src/message/engine.js'
-import { IntegrityError } from '../src/errors.js'
+import { EnvcryptError, IntegrityError } from '../src/errors.js'
 
 const VECTORS = new URL('../fixtures/vectors/python-cli', import.meta.url).pathname
 const { REQUIRE_ENCRYPT_REQUIRE_DECRYPT, REQUIRE_ENCRYPT_ALLOW_DECRYPT, FORBID_ENCRYPT_ALLOW_DECRYPT } = CommitmentPolicy
@@ -126,8 +126,12 @@ async function jsDecrypt(ciphertext: Buffer, options: Partial<DecryptMessageOpti
   return { plaintext: sink.bytes, result }
 }
 
-/** Decrypt expecting a rejection; the output must never be ended. Returns the error. */
-async function rejectedDecrypt(ciphertext: Buffer, options: Partial<DecryptMessageOptions> & { sizes?: number[] } = {}): Promise<Error> {
+/** Decrypt expecting a refusal of class `expected` (IntegrityError unless a limit refuses it): a parser crash such
+ *  as a TypeError must not pass for a refusal. The output must never be ended. Returns the error. */
+async function expectRejectedDecrypt(
+  ciphertext: Buffer,
+  options: Partial<DecryptMessageOptions> & { sizes?: number[]; expected?: typeof EnvcryptError } = {},
+): Promise<Error> {
   const sink = new Sink()
   let error: Error | undefined
   try {
@@ -135,7 +139,7 @@ async function rejectedDecrypt(ciphertext: Buffer, options: Partial<DecryptMessa
   } catch (err) {
     error = err as Error
   }
-  expect(error, 'decrypt should have been rejected').toBeInstanceOf(Error)
+  expect(error, 'decrypt should have been rejected').toBeInstanceOf(options.expected ?? IntegrityError)
   expect(sink.ended).toBe(false)
   expect(sink.writableEnded).toBe(false)
   expect(error!.message).not.toMatch(/\n/)
@@ -312,11 +316,11 @@ describe('jsEngine against the SDK', () => {
         expect(result.header.contentType).toBe(ContentType.NO_FRAMING)
         expect(back.equals(plaintext)).toBe(true)
         if (size > 100) {
-          const error = await rejectedDecrypt(message, { maxBodySize: 100 })
+          const error = await expectRejectedDecrypt(message, { maxBodySize: 100, expected: EnvcryptError })
           expect(error.message).toMatch(/maximum body size/)
           const flipped = Buffer.from(message)
           flipped[message.length - (isSigned(suite) ? 120 : 20)] ^= 1
-          await rejectedDecrypt(flipped)
+          await expectRejectedDecrypt(flipped)
         }
       }
     }
@@ -385,14 +389,14 @@ describe('Python aws-encryption-cli vectors', () => {
   it('refuses v1 under require-encrypt-require-decrypt, before unwrapping any key', async () => {
     let calls = 0
     const cmm = { decryptMaterials: async () => (calls++, Promise.reject(new Error('called'))) } as unknown as NodeMaterialsManager
-    const error = await rejectedDecrypt(readFileSync(join(VECTORS, 'ciphertext-v1-noncommitting/one-byte.bin')), { cmm, commitmentPolicy: REQUIRE_ENCRYPT_REQUIRE_DECRYPT })
+    const error = await expectRejectedDecrypt(readFileSync(join(VECTORS, 'ciphertext-v1-noncommitting/one-byte.bin')), { cmm, commitmentPolicy: REQUIRE_ENCRYPT_REQUIRE_DECRYPT })
     expect(error).toBeInstanceOf(IntegrityError)
     expect(error.message).toMatch(/commitment policy require-encrypt-require-decrypt/)
     expect(calls).toBe(0)
   })
 
   it('forbid-signed refuses signed messages and accepts unsigned ones', async () => {
-    const error = await rejectedDecrypt(readFileSync(join(VECTORS, 'ciphertext-default/one-byte.bin')), { signaturePolicy: 'forbid-signed' })
+    const error = await expectRejectedDecrypt(readFileSync(join(VECTORS, 'ciphertext-default/one-byte.bin')), { signaturePolicy: 'forbid-signed' })
     expect(error).toBeInstanceOf(IntegrityError)
     expect(error.message).toMatch(/signed/)
     const { plaintext } = await jsDecrypt(readFileSync(join(VECTORS, 'ciphertext-unsigned/one-byte.bin')), { signaturePolicy: 'forbid-signed' })
@@ -423,7 +427,7 @@ describe('jsEngine refusals', () => {
       for (let at = 0; at < ciphertext.length; at += at < 200 ? 1 : 3) {
         const flipped = Buffer.from(ciphertext)
         flipped[at] ^= 1 << at % 8
-        await rejectedDecrypt(flipped, { sizes: [17] })
+        await expectRejectedDecrypt(flipped, { sizes: [17] })
       }
     }
   })
@@ -432,25 +436,25 @@ describe('jsEngine refusals', () => {
     const { ciphertext } = messages[0]
     const last = Buffer.from(ciphertext)
     last[last.length - 10] ^= 1
-    expect((await rejectedDecrypt(last)).message).toMatch(/signature/)
+    expect((await expectRejectedDecrypt(last)).message).toMatch(/signature/)
     const lastFrame = Buffer.from(ciphertext)
     lastFrame[ciphertext.length - 104 - 2 - 20] ^= 1
-    const frameError = await rejectedDecrypt(lastFrame)
+    const frameError = await expectRejectedDecrypt(lastFrame)
     expect(frameError).toBeInstanceOf(IntegrityError)
     expect(frameError.message).toMatch(/frame 4 failed authentication|signature/)
     const { ciphertext: unsigned } = messages[1]
     const body = Buffer.from(unsigned)
     body[unsigned.length - 30] ^= 1
-    expect((await rejectedDecrypt(body)).message).toMatch(/frame 4 failed authentication/)
+    expect((await expectRejectedDecrypt(body)).message).toMatch(/frame 4 failed authentication/)
     const { ciphertext: v1 } = messages[2]
     const { parsed } = await readHeader(pieces(v1)[Symbol.asyncIterator](), false)
     const headerTag = Buffer.from(v1)
     headerTag[parsed.headerLength - 1] ^= 1
-    expect((await rejectedDecrypt(headerTag)).message).toMatch(/header authentication failed/)
+    expect((await expectRejectedDecrypt(headerTag)).message).toMatch(/header authentication failed/)
     const { parsed: v2parsed } = await readHeader(pieces(unsigned)[Symbol.asyncIterator](), false)
     const commitment = Buffer.from(unsigned)
     commitment[v2parsed.headerLength - 16 - 1] ^= 1 // last byte of the suite data (key commitment)
-    const commitError = await rejectedDecrypt(commitment)
+    const commitError = await expectRejectedDecrypt(commitment)
     expect(commitError).toBeInstanceOf(IntegrityError)
     expect(commitError.message).toMatch(/commitment/)
   })
@@ -458,9 +462,9 @@ describe('jsEngine refusals', () => {
   it('rejects every truncation and trailing data', async () => {
     for (const { ciphertext } of messages) {
       for (let length = 0; length < ciphertext.length; length += length < 300 ? 7 : 1) {
-        await rejectedDecrypt(ciphertext.subarray(0, length), { sizes: [50] })
+        await expectRejectedDecrypt(ciphertext.subarray(0, length), { sizes: [50] })
       }
-      await rejectedDecrypt(Buffer.concat([ciphertext, Buffer.from([0])]))
+      await expectRejectedDecrypt(Buffer.concat([ciphertext, Buffer.from([0])]))
     }
   })
 
@@ -468,7 +472,7 @@ describe('jsEngine refusals', () => {
     let calls = 0
     const cmm = { decryptMaterials: async () => (calls++, Promise.reject(new Error('called'))) } as unknown as NodeMaterialsManager
     let seen: Record<string, string> | undefined
-    const error = await rejectedDecrypt(messages[0].ciphertext, {
+    const error = await expectRejectedDecrypt(messages[0].ciphertext, {
       cmm,
       onHeader: (parsed) => {
         seen = parsed.header.encryptionContext
@@ -483,7 +487,7 @@ describe('jsEngine refusals', () => {
   it('maxBodySize refuses a larger frame length before unwrapping; maxEncryptedDataKeys is enforced both ways', async () => {
     let calls = 0
     const cmm = { decryptMaterials: async () => (calls++, Promise.reject(new Error('called'))) } as unknown as NodeMaterialsManager
-    const error = await rejectedDecrypt(messages[0].ciphertext, { cmm, maxBodySize: 63 })
+    const error = await expectRejectedDecrypt(messages[0].ciphertext, { cmm, maxBodySize: 63, expected: EnvcryptError })
     expect(error.message).toMatch(/frame length 64 exceeds/)
     expect(calls).toBe(0)
     await jsDecrypt(messages[0].ciphertext, { maxBodySize: 64 })
@@ -493,7 +497,7 @@ describe('jsEngine refusals', () => {
       jsEngine.encrypt(pieces(Buffer.from('x')), new Sink(), { cmm: twoKeys(), commitmentPolicy: REQUIRE_ENCRYPT_REQUIRE_DECRYPT, frameLength: 4096, encryptionContext: {}, maxEncryptedDataKeys: 1 }),
     ).rejects.toThrow(/maxEncryptedDataKeys/)
     const { ciphertext } = await jsEncrypt(Buffer.from('x'), { cmm: twoKeys() })
-    await rejectedDecrypt(ciphertext, { maxEncryptedDataKeys: 1 })
+    await expectRejectedDecrypt(ciphertext, { maxEncryptedDataKeys: 1 })
     const { plaintext } = await jsDecrypt(ciphertext, { maxEncryptedDataKeys: 2 })
     expect(plaintext.toString()).toBe('x')
   })
@@ -521,6 +525,6 @@ describe('jsEngine refusals', () => {
     const other = new NodeDefaultCryptographicMaterialsManager(
       new RawAesKeyringNode({ keyName: 'key1', keyNamespace: 'envcrypt-test', unencryptedMasterKey: randomBytes(32), wrappingSuite: RawAesWrappingSuiteIdentifier.AES256_GCM_IV12_TAG16_NO_PADDING }),
     )
-    await rejectedDecrypt(messages[0].ciphertext, { cmm: other })
+    await expectRejectedDecrypt(messages[0].ciphertext, { cmm: other })
   })
 })

@@ -42,6 +42,7 @@ import {
   type MessageHeader,
 } from '@aws-crypto/serialize'
 import {
+  asRefusal,
   endOutput,
   readHeader,
   writeTo,
@@ -468,11 +469,10 @@ export async function resolveDecryptionMaterials(
 ): Promise<NodeDecryptionMaterial> {
   const { header } = parsed
   const suite = new NodeAlgorithmSuite(header.suiteId)
-  const material = await options.cmm.decryptMaterials({
-    suite,
-    encryptionContext: header.encryptionContext,
-    encryptedDataKeys: header.encryptedDataKeys,
-  })
+  // A key no wrapping key opens, or a header whose public key does not decode, is a refused message.
+  const material = await options.cmm
+    .decryptMaterials({ suite, encryptionContext: header.encryptionContext, encryptedDataKeys: header.encryptedDataKeys })
+    .catch((err: unknown) => Promise.reject(asRefusal(err)))
   try {
     checkDecryptSuite(material.suite, options, header)
   } catch (err) {

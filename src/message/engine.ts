@@ -10,7 +10,7 @@ import type { Writable } from 'node:stream'
 import type { AlgorithmSuiteIdentifier, NodeMaterialsManager, MessageHeader } from '@aws-crypto/client-node'
 import { deserializeFactory } from '@aws-crypto/serialize'
 import { CommitmentPolicy, NodeAlgorithmSuite, SignaturePolicy } from '@aws-crypto/material-management-node'
-import { EnvcryptError } from '../errors.js'
+import { EnvcryptError, IntegrityError, describeError } from '../errors.js'
 
 export type ByteSource = AsyncIterable<Uint8Array>
 
@@ -114,6 +114,26 @@ export function parseHeader(buffer: Uint8Array, maxEncryptedDataKeys: number | f
 /** Headers are small; anything beyond this without a complete header is not a message we accept. */
 export const MAX_HEADER_BYTES = 16 * 1024 * 1024
 
+/** An error the SDK raised while reading a message (its parsers, keyrings and verifiers throw plain Errors, and
+ *  a TypeError on some hostile bytes) as the IntegrityError it is, same text, the original as its cause. AWS
+ *  service errors, system errors and envcrypt's own typed errors pass unchanged. */
+export function asRefusal(err: unknown): unknown {
+  if (!(err instanceof Error) || err instanceof EnvcryptError) return err
+  if ((err as { $metadata?: unknown }).$metadata !== undefined || (err as { code?: unknown }).code !== undefined) return err
+  if (err.constructor !== Error && !(err instanceof TypeError) && !(err instanceof RangeError)) return err
+  return new IntegrityError(describeError(err), { cause: err })
+}
+
+/** parseHeader, with the SDK parser's refusals (plain Errors, or a TypeError on hostile bytes) as IntegrityError:
+ *  a malformed header is a refused message, whatever the parser's way of saying so. */
+function parseOrRefuse(buffer: Uint8Array, maxEncryptedDataKeys: number | false): ParsedHeader | false {
+  try {
+    return parseHeader(buffer, maxEncryptedDataKeys)
+  } catch (err) {
+    throw asRefusal(err)
+  }
+}
+
 /** Read from `iterator` until a complete header is parsed. Returns the header and the bytes read so far. */
 export async function readHeader(
   iterator: AsyncIterator<Uint8Array>,
@@ -134,12 +154,12 @@ export async function readHeader(
     if (total > 0 && (next.done || total >= nextAttempt || total > MAX_HEADER_BYTES)) {
       buffered = pending.length === 1 && buffered.length === 0 ? pending[0] : Buffer.concat([buffered, ...pending], total)
       pending.length = 0
-      const parsed = parseHeader(buffered, maxEncryptedDataKeys)
+      const parsed = parseOrRefuse(buffered, maxEncryptedDataKeys)
       if (parsed) return { parsed, buffered }
       nextAttempt = Math.min(total * 2, MAX_HEADER_BYTES)
     }
-    if (next.done) throw new EnvcryptError(total === 0 ? 'empty input: not an AWS Encryption SDK message' : 'truncated or invalid message header')
-    if (total > MAX_HEADER_BYTES) throw new EnvcryptError('not an AWS Encryption SDK message (no valid header in the first 16 MiB)')
+    if (next.done) throw new IntegrityError(total === 0 ? 'empty input: not an AWS Encryption SDK message' : 'truncated or invalid message header')
+    if (total > MAX_HEADER_BYTES) throw new IntegrityError('not an AWS Encryption SDK message (no valid header in the first 16 MiB)')
   }
 }
 
@@ -175,6 +195,62 @@ async function* prepend(first: Uint8Array, rest: AsyncIterator<Uint8Array>): Asy
   }
 }
 
+/** Pass `source` (a whole message, header first) through unchanged, refusing any byte after the message's end.
+ *  The SDK's stream stops reading at the final frame of an unsigned message and ignores what follows, while
+ *  docs/SECURITY.md promises that every engine refuses trailing data; this walks only the framing (lengths),
+ *  leaving every check of the content to the SDK. */
+export async function* refuseTrailingBytes(source: AsyncIterable<Uint8Array>, parsed: ParsedHeader): AsyncGenerator<Uint8Array> {
+  const suite = new NodeAlgorithmSuite(parsed.header.suiteId)
+  const ivLength = suite.ivLength
+  const tagLength = suite.tagLength / 8
+  const framed = parsed.header.contentType === 2
+  let skip = parsed.headerLength
+  let want = framed ? 4 : ivLength + 8
+  let field = Buffer.alloc(0)
+  // An object, not a variable: `next` changes the phase, which TypeScript's narrowing would not see.
+  const state: { phase: 'frame' | 'final' | 'single' | 'footer' | 'end' } = { phase: framed ? 'frame' : 'single' }
+  const next = (bytes: Buffer): void => {
+    if (state.phase === 'frame' && bytes.readUInt32BE(0) !== 0xffffffff) {
+      skip = ivLength + parsed.header.frameLength + tagLength
+      want = 4
+    } else if (state.phase === 'frame') {
+      state.phase = 'final'
+      want = 4 + ivLength + 4
+    } else if (state.phase === 'final' || state.phase === 'single') {
+      const contentLength = state.phase === 'final' ? bytes.readUInt32BE(bytes.length - 4) : Number(bytes.readBigUInt64BE(bytes.length - 8))
+      skip = contentLength + tagLength
+      state.phase = suite.signatureCurve ? 'footer' : 'end'
+      want = suite.signatureCurve ? 2 : 0
+    } else {
+      skip = bytes.readUInt16BE(0)
+      state.phase = 'end'
+      want = 0
+    }
+  }
+  for await (const chunk of source) {
+    let at = 0
+    while (at < chunk.length) {
+      if (skip > 0) {
+        const step = Math.min(skip, chunk.length - at)
+        skip -= step
+        at += step
+      } else if (state.phase === 'end') {
+        throw new IntegrityError('unexpected data after the end of the message')
+      } else {
+        const step = Math.min(want - field.length, chunk.length - at)
+        field = Buffer.concat([field, chunk.subarray(at, at + step)])
+        at += step
+        if (field.length === want) {
+          const bytes = field
+          field = Buffer.alloc(0)
+          next(bytes)
+        }
+      }
+    }
+    yield chunk
+  }
+}
+
 // ---------- the reference engine: the SDK's own streams ----------
 
 // Loaded on first use: the pool engine's worker threads import this module's helpers and should not pay for
@@ -197,15 +273,23 @@ async function pumpThrough(
   let stopFeeding: () => void = () => undefined
   const feederStopped = new Promise<void>((resolve) => (stopFeeding = resolve))
   const fail = (err: Error) => {
-    streamError ??= err
+    // Writing to a stream the SDK has just destroyed fails with ERR_STREAM_DESTROYED before the SDK's own
+    // error (the cause) arrives: keep the cause.
+    if (!streamError || isDestroyedWrite(streamError)) streamError = err
     stopFeeding()
     stopReading()
   }
   sdkStream.on('error', fail)
+  // A destroyed SDK stream reports its error (or closes) on a later tick.
+  const untilSettled = new Promise<void>((resolve) => {
+    sdkStream.once('close', () => resolve())
+    sdkStream.once('error', () => resolve())
+  })
   const feeding = (async () => {
     try {
       for await (const chunk of input) {
         if (streamError) return
+        if ((sdkStream as { destroyed?: boolean }).destroyed) return await untilSettled
         if (!sdkStream.write(chunk)) {
           await Promise.race([new Promise<void>((resolve) => sdkStream.once('drain', resolve)), feederStopped])
         }
@@ -229,6 +313,10 @@ async function pumpThrough(
   await feeding
   if (streamError) throw streamError
   return bytesOut
+}
+
+function isDestroyedWrite(err: Error): boolean {
+  return (err as { code?: string }).code === 'ERR_STREAM_DESTROYED'
 }
 
 function countingSource(source: ByteSource, counter: { bytes: number }): AsyncGenerator<Uint8Array> {
@@ -274,7 +362,8 @@ export const sdkEngine: Engine = {
       ? client.decryptUnsignedMessageStream(options.cmm, streamOptions)
       : client.decryptStream(options.cmm, streamOptions)
     const counter = { bytes: 0 }
-    const bytesOut = await pumpThrough(stream as any, countingSource(prepend(buffered, iterator), counter), output)
+    const source = countingSource(refuseTrailingBytes(prepend(buffered, iterator), parsed), counter)
+    const bytesOut = await pumpThrough(stream as any, source, output).catch((err) => Promise.reject(asRefusal(err)))
     await endOutput(output)
     return { header: parsed.header, headerAuth: parsed.headerAuth, bytesIn: counter.bytes, bytesOut }
   },
