@@ -69,4 +69,15 @@ describe('scripts written for the official CLI', () => {
     const keygen = await runCli(['keygen', '--out', 'x', '--bites', '16'])
     expect(keygen.stderr.trim()).toBe('envcrypt: error: Unknown argument: --bites (did you mean --bytes?)')
   })
+
+  it('a missing input or a glob that matches nothing: one line naming it, exit 1 (as the official CLI), nothing written', async () => {
+    const { dir, input, key } = setup()
+    for (const missing of [join(dir, 'nope'), join(dir, 'nope*')]) {
+      const result = await runCli(['-e', '-r', '-i', input, '-i', missing, '-o', join(dir, 'enc'), ...key.spec, '--metadata-output', join(dir, 'm.json')])
+      expect(result.code).toBe(1)
+      expect(result.stderr.trim().split('\n')).toEqual([expect.stringMatching(new RegExp(`^envcrypt: error: -i ${missing.replace('*', '\\*')}: (no such file or directory|the pattern matches no file or directory)$`))])
+      expect(existsSync(join(dir, 'enc'))).toBe(false)
+      expect(existsSync(join(dir, 'm.json'))).toBe(false)
+    }
+  })
 })

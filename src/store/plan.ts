@@ -131,8 +131,9 @@ async function listInput(input: string, options: PlanOptions, stores: readonly S
   const info = await stat(path).catch(() => undefined)
   if (info?.isFile()) return [{ items: [localFileInput(path, basename(path), info)], isTree: false }]
   if (info?.isDirectory()) return [await listDirectory(path, '', options)]
-  if (info) throw new UsageError(`-i ${input}: not a regular file or directory`)
-  if (!GLOB_CHARS.test(input)) throw new UsageError(`-i ${input}: no such file or directory`)
+  // A missing input is a failed run (exit 1), not a usage error, as in aws-encryption-cli.
+  if (info) throw new EnvcryptError(`-i ${input}: not a regular file or directory`)
+  if (!GLOB_CHARS.test(input)) throw new EnvcryptError(`-i ${input}: no such file or directory`)
   return listGlob(input, options)
 }
 
@@ -166,7 +167,7 @@ async function listGlob(pattern: string, options: PlanOptions): Promise<Listed[]
       if (options.recursive) walked.push(match)
     }
   }
-  if (listings.length === 1 && files.length === 0) throw new UsageError(`-i ${pattern}: the pattern matches no file${options.recursive ? ' or directory' : ''}`)
+  if (listings.length === 1 && files.length === 0) throw new EnvcryptError(`-i ${pattern}: the pattern matches no file${options.recursive ? ' or directory' : ''}`)
   return listings
 }
 
