@@ -80,4 +80,18 @@ describe('scripts written for the official CLI', () => {
       expect(existsSync(join(dir, 'm.json'))).toBe(false)
     }
   })
+
+  it('-i - with a directory as -o is refused, as the official CLI does; a file works', async () => {
+    const { dir, key } = setup()
+    mkdirSync(join(dir, 'out'))
+    for (const output of [join(dir, 'out'), join(dir, 'new') + '/']) {
+      const refused = await runCli(['-e', '-i', '-', '-o', output, ...key.spec, '-S'], { input: 'from stdin' })
+      expect(refused.code).toBe(2)
+      expect(refused.stderr).toContain(`-o ${output}: standard input (-i -) needs an output file, not a directory`)
+    }
+    expect(listFiles(join(dir, 'out'))).toEqual([])
+    const ok = await runCli(['-e', '-i', '-', '-o', join(dir, 'out', 'x.enc'), ...key.spec, '-S'], { input: 'from stdin' })
+    expect(ok.code, ok.stderr).toBe(0)
+    expect(listFiles(join(dir, 'out'))).toEqual(['x.enc'])
+  })
 })

@@ -78,6 +78,8 @@ export async function planFiles(options: PlanOptions, stores: readonly Store[] =
   const treeOutput = outputStore
     ? outputStore.isTreeUri(output) || listings.some((l) => l.isTree) || items.length > 1
     : output.endsWith('/') || output.endsWith(sep) || (await isDirectory(output)) || listings.some((l) => l.isTree) || items.length > 1
+  // stdin has no name to put in a directory (aws-encryption-cli refuses it too).
+  if (treeOutput && options.inputs.includes('-')) throw new UsageError(`-o ${output}: standard input (-i -) needs an output file, not a directory`)
   if (!treeOutput) {
     if (items.length !== 1) throw new UsageError(`-o ${output}: several inputs need an output directory`)
     const target = outputStore ? outputStore.output(output) : localFileOutput(resolve(output))
