@@ -113,6 +113,7 @@ async function planRun(mode: Mode, options: EncryptTreeOptions & DecryptTreeOpti
       followSymlinks: options.followSymlinks,
       shard: options.shard,
       manifest: options.manifest,
+      metadataOutput: options.metadataOutput,
       warn,
     },
     options.stores,

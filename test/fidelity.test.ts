@@ -94,4 +94,19 @@ describe('scripts written for the official CLI', () => {
     expect(ok.code, ok.stderr).toBe(0)
     expect(listFiles(join(dir, 'out'))).toEqual(['x.enc'])
   })
+
+  it('a metadata file inside the output directory is refused up front; A/py.meta beside -o A/py is fine', async () => {
+    const { dir, input, key } = setup()
+    for (const meta of [join(dir, 'enc', 'meta.json'), join(dir, 'enc', 'deeper', 'meta.json')]) {
+      const refused = await runCli(['-e', '-r', '-i', input, '-o', join(dir, 'enc'), ...key.spec, '--metadata-output', meta])
+      expect(refused.code).toBe(2)
+      expect(refused.stderr.trim()).toBe(`envcrypt: error: --metadata-output ${meta}: the metadata file is inside the output directory ${join(dir, 'enc')}; put it outside (see envcrypt --help)`)
+      expect(existsSync(join(dir, 'enc'))).toBe(false)
+    }
+    const beside = await runCli(['-e', '-r', '-i', input, '-o', join(dir, 'py'), ...key.spec, '--metadata-output', join(dir, 'py.meta')])
+    expect(beside.code, beside.stderr).toBe(0)
+    expect(readFileSync(join(dir, 'py.meta'), 'utf8').trim().split('\n')).toHaveLength(3)
+    const back = await runCli(['-d', '-r', '-i', join(dir, 'py'), '-o', join(dir, 'back'), ...key.spec, '-S'])
+    expect(back.code, back.stderr).toBe(0)
+  })
 })

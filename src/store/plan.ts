@@ -26,6 +26,8 @@ export interface PlanOptions {
   shard?: Shard
   /** Take the work list from a manifest instead of listing the (single) input root. */
   manifest?: ManifestEntry[]
+  /** The metadata file, refused inside an output directory (a later `-d -r` of it would take it as input). */
+  metadataOutput?: string
 }
 
 /** Remote stores plug in here (S3); the planner only needs a listing and a way to name outputs. */
@@ -100,6 +102,10 @@ export async function planFiles(options: PlanOptions, stores: readonly Store[] =
   } else {
     // Compare real paths: an output reached through a symlink into the input tree is still inside it.
     const realOutputRoot = await realpathOfExisting(outputRoot)
+    const metadata = options.metadataOutput && options.metadataOutput !== '-' ? resolve(options.metadataOutput) : undefined
+    if (metadata && (isInside(metadata, outputRoot) || isInside(await realpathOfExisting(metadata), realOutputRoot))) {
+      throw new UsageError(`--metadata-output ${options.metadataOutput}: the metadata file is inside the output directory ${outputRoot}; put it outside`)
+    }
     for (const listing of listings) {
       if (listing.localRoot && (isInside(outputRoot, listing.localRoot) || isInside(realOutputRoot, await realpathOfExisting(listing.localRoot)))) {
         throw new UsageError(`-o ${output}: the output directory is inside the input directory ${listing.localRoot}; choose an output outside it`)
