@@ -55,7 +55,7 @@ describe('the anchor caching experiment at reduced size (200 files, one KMS key)
       kms.resetCounts()
       const meta = join(dir, `cached-${jobs}.jsonl`)
       const caching = ['--caching', 'capacity=1', 'max_age=10', 'max_messages_encrypted=100']
-      const enc = await runCli(['-e', '-r', '-i', join(dir, 'in'), '-o', join(dir, `enc-${jobs}`), '-w', `key=${keyArn}`, ...caching, '--metadata-output', meta, '--summary', '-', '-j', jobs], { env })
+      const enc = await runCli(['-e', '-r', '-i', join(dir, 'in'), '-o', join(dir, `enc-${jobs}`), '-w', `key=${keyArn}`, ...caching, '--metadata-output', meta, '--summary', '-', '-j', jobs, '-v'], { env })
       expect(enc.code).toBe(0)
       expect(distinctDataKeys(meta)).toBe(2)
       expect(JSON.parse(enc.stdout.toString()).kms_calls).toEqual({ GenerateDataKey: 2 })

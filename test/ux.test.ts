@@ -90,7 +90,7 @@ describe('reencrypt', () => {
     const newKey = rawAesKey(dir, 'k2')
     await runCli(['-e', '-r', '-i', input, '-o', join(dir, 'enc'), ...oldKey.spec, '-c', 'team=data', '-S', '--suffix'])
     const from = ['-W', ...oldKey.spec.slice(1)]
-    const result = await runCli(['reencrypt', '-r', '-i', join(dir, 'enc'), '-o', join(dir, 'rotated'), ...from, ...newKey.spec, '-c', 'team=data', '--metadata-output', join(dir, 'meta.jsonl')])
+    const result = await runCli(['reencrypt', '-r', '-i', join(dir, 'enc'), '-o', join(dir, 'rotated'), ...from, ...newKey.spec, '-c', 'team=data', '--metadata-output', join(dir, 'meta.jsonl'), '-v'])
     expect(result.stderr).toMatch(/re-encrypted 3 files/)
     expect(result.code).toBe(0)
     expect(listFiles(join(dir, 'rotated'))).toEqual(listFiles(input))
@@ -189,11 +189,13 @@ describe('terminal output', () => {
     expect(run(['-q']).trim()).toBe('')
   })
 
-  it('off a TTY keeps the one-line summary that scripts read', async () => {
+  it('off a TTY a clean run prints nothing (as the official CLI); -v adds the one-line summary', async () => {
     const { dir, input, key } = setup()
-    const result = await runCli(['-e', '-r', '-i', input, '-o', join(dir, 'enc'), ...key.spec, '-S'])
-    expect(result.stderr.trim().split('\n')).toHaveLength(1)
-    expect(result.stderr).toMatch(/^envcrypt: encrypted 3 files; /)
+    const quiet = await runCli(['-e', '-r', '-i', input, '-o', join(dir, 'enc'), ...key.spec, '-S'])
+    expect(quiet.code).toBe(0)
+    expect(quiet.stderr).toBe('')
+    const result = await runCli(['-e', '-r', '-i', input, '-o', join(dir, 'enc2'), ...key.spec, '-S', '-v'])
+    expect(result.stderr.trim().split('\n').filter((line) => !line.startsWith('envcrypt: ok: '))).toEqual([expect.stringMatching(/^envcrypt: encrypted 3 files; /)])
   })
 })
 

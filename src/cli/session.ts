@@ -77,7 +77,11 @@ export function startSession(args: { quiet?: boolean; verbose?: number; dryRun?:
         if (args.summary === '-') process.stdout.write(text)
         else writeFileSync(args.summary, text)
       }
-      if (verbosity >= 0) process.stderr.write((onTerminal ? renderEndSummary(summary, verb) : describeSummary(summary, verb)) + '\n')
+      // Off a terminal a clean run is silent, as aws-encryption-cli (cron mails nothing); -v, a failure or an
+      // interruption still gets the one-line summary.
+      const unclean = summary.files_failed > 0 || summary.interrupted !== undefined
+      if (onTerminal) process.stderr.write(renderEndSummary(summary, verb) + '\n')
+      else if (verbosity >= 1 || (verbosity >= 0 && unclean)) process.stderr.write(describeSummary(summary, verb) + '\n')
       if (summary.interrupted) return exitCodes[summary.interrupted as 'SIGINT' | 'SIGTERM'] ?? exitCodes.SIGTERM
       return summary.files_failed > 0 ? exitCodes.failed : exitCodes.ok
     },
