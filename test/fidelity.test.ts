@@ -1,9 +1,11 @@
 // Drop-in fidelity: scripts written for the official aws-encryption-cli behave the same under envcrypt (each
 // case was checked side by side against aws-encryption-cli 4.3.0), and newcomers' mistakes get helpful errors.
-import { describe, expect, it } from 'vitest'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { split as shellSplit } from 'shlex'
+import { localKmsEnv, startLocalKms, type LocalKms } from '../src/local-kms/server.js'
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { listFiles, rawAesKey, runCli, tempDir, writeTree } from './helpers/cli.js'
+import { listFiles, rawAesKey, readJsonLines, runCli, tempDir, writeTree } from './helpers/cli.js'
 
 function setup(files: Record<string, string> = { 'a.txt': 'alpha', 'sub/b.txt': 'beta', 's2/c.txt': 'gamma' }) {
   const dir = tempDir()
@@ -108,5 +110,43 @@ describe('scripts written for the official CLI', () => {
     expect(readFileSync(join(dir, 'py.meta'), 'utf8').trim().split('\n')).toHaveLength(3)
     const back = await runCli(['-d', '-r', '-i', join(dir, 'py'), '-o', join(dir, 'back'), ...key.spec, '-S'])
     expect(back.code, back.stderr).toBe(0)
+  })
+})
+
+describe('the seed blog (AWS Security blog, aws-encryption-cli caching walkthrough), verbatim against the local KMS', () => {
+  let kms: LocalKms
+  let keyArn: string
+  beforeAll(async () => {
+    kms = await startLocalKms()
+    keyArn = await kms.createKey('fidelity.test')
+  })
+  afterAll(() => kms?.close())
+
+  // The blog's two commands as published. Only its metadata files move from /tmp/X to the test's own
+  // directory (DIR/tmp-X), so parallel runs cannot collide; every flag and value is as written.
+  const ENCRYPT = 'aws-encryption-cli --encrypt --suffix --overwrite-metadata --metadata-output /tmp/encrypt --input ./data --recursive --master-key key=$cmkArn --output encrypt --caching capacity=1 max_age=10 max_messages_encrypted=100'
+  const DECRYPT = 'aws-encryption-cli --decrypt --suffix --overwrite-metadata --metadata-output /tmp/decrypt --input ./encrypt --recursive --output decrypt --caching capacity=100 max_age=100'
+
+  it('--master-key (1.x spelling, argparse prefix) encrypts with a hint; the keyless decrypt uses KMS discovery with a warning; every file round-trips', async () => {
+    const dir = tempDir()
+    const files: Record<string, string> = {}
+    for (let i = 0; i < 5; i++) files[`f${i}.txt`] = `file ${i} `.repeat(100 * (i + 1))
+    writeTree(join(dir, 'data'), files)
+    const args = (command: string) => shellSplit(command.replace('$cmkArn', keyArn).replaceAll('/tmp/', `${dir}/tmp-`)).slice(1)
+    kms.resetCounts()
+    const enc = await runCli(args(ENCRYPT), { cwd: dir, env: localKmsEnv(kms) })
+    expect(enc.code, enc.stderr).toBe(0)
+    expect(enc.stderr.trim().split('\n')).toEqual([expect.stringMatching(/^envcrypt: warning: -m\/--master-keys is the aws-encryption-cli 1\.x spelling of -w\/--wrapping-keys .*; use -w$/)])
+    expect(listFiles(join(dir, 'encrypt'))).toEqual(Object.keys(files).sort())
+    expect(kms.counts().GenerateDataKey).toBe(1)
+    expect(readJsonLines(join(dir, 'tmp-encrypt'))).toHaveLength(5)
+
+    kms.resetCounts()
+    const dec = await runCli(args(DECRYPT), { cwd: dir, env: localKmsEnv(kms) })
+    expect(dec.code, dec.stderr).toBe(0)
+    expect(dec.stderr.trim().split('\n')).toEqual([expect.stringMatching(/^envcrypt: warning: no -w key named: decrypting with KMS discovery .*restrict it with -w discovery=true discovery-account=ACCOUNT discovery-partition=aws/)])
+    expect(kms.counts().Decrypt).toBe(1)
+    for (const [name, content] of Object.entries(files)) expect(readFileSync(join(dir, 'decrypt', name), 'utf8')).toBe(content)
+    expect(readJsonLines(join(dir, 'tmp-decrypt')).map((r) => r.mode)).toEqual(Array(5).fill('decrypt'))
   })
 })

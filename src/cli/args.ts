@@ -15,7 +15,13 @@ const GROUPED_FLAGS: Record<string, string> = {
   '-c': 'encryption-context',
   '--encryption-context': 'encryption-context',
   '--caching': 'caching',
+  // aws-encryption-cli 1.x spelled -w as -m/--master-keys (the AWS Security blog's caching walkthrough uses it).
+  '-m': 'wrapping-keys',
+  '--master-keys': 'wrapping-keys',
 }
+
+/** The 1.x spellings of -w, still accepted (with a hint). */
+export const DEPRECATED_KEY_FLAGS = ['-m', '--master-keys']
 
 export function expandArgfiles(argv: readonly string[], depth = 0): string[] {
   const out: string[] = []

@@ -7,7 +7,7 @@ import { readFileSync } from 'node:fs'
 import yargs, { type Argv } from 'yargs'
 import { hideBin } from 'yargs/helpers'
 import { ALGORITHM_NAMES, COMMITMENT_POLICIES, type CommitmentPolicyName } from '../message/algorithms.js'
-import { expandArgfiles, groupRepeatedFlags, parseContextPairs, splitGroup } from './args.js'
+import { DEPRECATED_KEY_FLAGS, expandArgfiles, groupRepeatedFlags, parseContextPairs, splitGroup } from './args.js'
 import { expandAbbreviations, longFlagNames, unknownFlagsMessage } from './flags.js'
 import { describeError, UsageError } from '../errors.js'
 import { removeLiveTemporaries } from '../store/local.js'
@@ -41,7 +41,11 @@ const EXAMPLES: Array<[string, string]> = [
 
 
 async function main(argv: string[]): Promise<number> {
-  const args = groupRepeatedFlags(expandMainAbbreviations(expandArgfiles(argv)))
+  const expanded = expandMainAbbreviations(expandArgfiles(argv))
+  if (expanded.some((arg) => DEPRECATED_KEY_FLAGS.includes(arg.split('=')[0]!)) && !expanded.includes('-q') && !expanded.includes('--quiet')) {
+    process.stderr.write('envcrypt: warning: -m/--master-keys is the aws-encryption-cli 1.x spelling of -w/--wrapping-keys (same key=... provider=... syntax); use -w\n')
+  }
+  const args = groupRepeatedFlags(expanded)
   let exitCode: number = exitCodes.ok
   const parser = yargs(args)
     .scriptName('envcrypt')
@@ -115,7 +119,8 @@ function expandMainAbbreviations(argv: string[]): string[] {
   let options = mainOptions(yargs([]))
   if (command === 'reencrypt') options = options.option('from-wrapping-keys', { type: 'string' })
   // `--overwrite` exists only as the target of `--no-overwrite`: `--over` means --overwrite-metadata, as in argparse.
-  return expandAbbreviations(argv, longFlagNames(options), ['overwrite'])
+  // `--master-key` (the seed blog's spelling) is argparse's prefix of 1.x's `--master-keys`.
+  return expandAbbreviations(argv, [...longFlagNames(options), 'master-keys'], ['overwrite'])
 }
 
 /** yargs lists an unknown `--bogus-flag` without dashes and twice, as `bogus-flag, bogusFlag`: name each flag
@@ -247,6 +252,12 @@ async function runMain(args: MainArgs): Promise<number> {
   const context = parseContextPairs(contextTokens, !encrypting)
   const session = startSession(args)
   const { warn } = session
+  const wrappingKeys = (args.wrappingKeys ?? []).map(splitGroup)
+  if (wrappingKeys.length === 0 && !encrypting && !reencrypting && !args.dryRun) {
+    // aws-encryption-cli 1.x decrypted with KMS discovery when no key was named; scripts from then rely on it.
+    warn('no -w key named: decrypting with KMS discovery (any KMS key a message names that these credentials may use); restrict it with -w discovery=true discovery-account=ACCOUNT discovery-partition=aws, or name the keys with -w key=ARN')
+    wrappingKeys.push(['discovery=true'])
+  }
   const stores = await s3Stores(args, encrypting)
   const common = {
     stores,
@@ -255,7 +266,7 @@ async function runMain(args: MainArgs): Promise<number> {
     output: args.output,
     recursive: args.recursive,
     suffix: args.suffix,
-    wrappingKeys: (args.wrappingKeys ?? []).map(splitGroup),
+    wrappingKeys,
     caching: args.caching ? parseCachingSpec(args.caching.flatMap(splitGroup)) : undefined,
     commitmentPolicy: args.commitmentPolicy,
     maxEncryptedDataKeys: args.maxEncryptedDataKeys,
