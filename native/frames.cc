@@ -16,6 +16,9 @@
 #include <cstring>
 #include <memory>
 
+// native/small-files.cc: the whole path of a batch of small files.
+void RegisterSmallFiles(Napi::Env env, Napi::Object exports);
+
 namespace {
 
 // The Encryption SDK's suites all use 12-byte IVs and 16-byte tags; the kernel refuses anything else
@@ -377,6 +380,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("gcmTag", Napi::Function::New(env, GcmTag, "gcmTag"));
   exports.Set("ivLength", Napi::Number::New(env, kIvLength));
   exports.Set("tagLength", Napi::Number::New(env, kTagLength));
+  RegisterSmallFiles(env, exports);
   return exports;
 }
 

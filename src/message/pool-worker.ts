@@ -19,7 +19,8 @@ import { readHeader, type ByteSource } from './engine.js'
 import { decryptWithMaterials, encryptWithMaterials } from './engine-js.js'
 import { describeError, EnvcryptError, IntegrityError } from '../errors.js'
 import { writeTemporaryFile, WriteStopped, type TemporaryTarget } from '../store/local.js'
-import { checkInputUnchanged, type PlannedInput } from '../store/input-check.js'
+import { checkInputUnchanged, InputChangedError, type PlannedInput } from '../store/input-check.js'
+import { prepareSmallEncrypt, sealSmallEncrypts, smallFileKernel, type SmallFileErrors } from './small-files.js'
 
 /** Bytes per read of the input file: the frame loop batches 1 MiB at a time. */
 const READ_BYTES = 1024 * 1024
@@ -238,11 +239,43 @@ async function runFileTask(task: FileTask, stopped: () => boolean): Promise<File
   }
 }
 
-/** Piscina's entry point: the batch's files one after the other. Errors come back as data: class identity
- *  does not survive the thread boundary. */
+const SMALL_FILE_ERRORS: SmallFileErrors = {
+  changed: (reason) => new InputChangedError(`the input changed while being read (${reason}); nothing was written for it, run again`),
+  exists: (finalPath) => new EnvcryptError(`output ${finalPath} already exists (not overwritten)`),
+  interrupted: () => new WriteStopped('interrupted'),
+}
+
+/** The batch's small files to encrypt, all in one native call (small-files.ts), when the kernel has that path.
+ *  Fills their slots in `results`; the others stay undefined for the JavaScript path. */
+function runSmallEncrypts(batch: FileBatch, results: Array<FileTaskResult | undefined>): void {
+  const kernel = smallFileKernel()
+  if (!kernel) return
+  const picked: number[] = []
+  const prepared: Array<NonNullable<ReturnType<typeof prepareSmallEncrypt>>> = []
+  batch.tasks.forEach((task, i) => {
+    if (task.kind !== 'encrypt') return
+    const job = prepareSmallEncrypt(task)
+    if (!job) return
+    picked.push(i)
+    prepared.push(job)
+  })
+  if (prepared.length === 0) return
+  const sealed = sealSmallEncrypts(kernel, prepared, batch.stop, SMALL_FILE_ERRORS)
+  sealed.forEach((result, k) => {
+    const task = batch.tasks[picked[k]!]!
+    task.dataKey.fill(0)
+    results[picked[k]!] = result.ok
+      ? result
+      : { ok: false, error: describeError(result.error), integrity: false, ...(result.interrupted ? { interrupted: true } : {}) }
+  })
+}
+
+/** Piscina's entry point: the batch's files one after the other (small encrypts first, in one native call).
+ *  Errors come back as data: class identity does not survive the thread boundary. */
 export default async function runFileBatch(batch: FileBatch): Promise<FileTaskResult[]> {
   const stopped = () => Atomics.load(batch.stop, 0) !== 0
-  const results: FileTaskResult[] = []
-  for (const task of batch.tasks) results.push(await runFileTask(task, stopped))
-  return results
+  const results: Array<FileTaskResult | undefined> = new Array(batch.tasks.length)
+  runSmallEncrypts(batch, results)
+  for (const [i, task] of batch.tasks.entries()) results[i] ??= await runFileTask(task, stopped)
+  return results as FileTaskResult[]
 }
