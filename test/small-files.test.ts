@@ -266,6 +266,11 @@ describe('signingScalarOf: the raw private scalar of the SDK\'s signing key PEM'
     ecdh.setPrivateKey(scalar)
     expect(ecdh.getPublicKey(undefined, 'compressed').equals(Buffer.from(material.signatureKey!.compressPoint))).toBe(true)
     expect(signingScalarOf(pem, 32)).toBeUndefined()
+    // A scalar with a leading zero byte comes shorter from ECDH.getPrivateKey: it is padded back to 48 bytes.
+    const short = Buffer.from(pem.split('\n').slice(1, -2).join(''), 'base64')
+    const shortDer = Buffer.concat([Buffer.from([0x30, short[1]! - 1, 0x02, 0x01, 0x01, 0x04, 47]), short.subarray(8)])
+    const shortPem = `-----BEGIN EC PRIVATE KEY-----\n${shortDer.toString('base64')}\n-----END EC PRIVATE KEY-----\n`
+    expect(signingScalarOf(shortPem, 48)!.equals(Buffer.concat([Buffer.alloc(1), scalar.subarray(1)]))).toBe(true)
     expect(signingScalarOf(pem.replace('EC PRIVATE KEY', 'PRIVATE KEY'), 48)).toBeUndefined()
     material.zeroUnencryptedDataKey()
   })

@@ -137,12 +137,15 @@ export function signingScalarOf(pem: string, fieldBytes: number): Buffer | undef
   const lengthBytes = der[1]! < 0x80 ? 0 : der[1]! & 0x7f
   if (lengthBytes > 2) return undefined
   const at = 2 + lengthBytes
-  if (der[at] !== 0x02 || der[at + 1] !== 0x01 || der[at + 2] !== 0x01 || der[at + 3] !== 0x04 || der[at + 4] !== fieldBytes) return undefined
-  const scalar = der.subarray(at + 5, at + 5 + fieldBytes)
-  if (scalar.length !== fieldBytes) return undefined
-  const copy = Buffer.from(scalar)
+  // The scalar may be shorter than the field (ECDH.getPrivateKey drops leading zero bytes): padded back here.
+  const length = der[at + 4]!
+  if (der[at] !== 0x02 || der[at + 1] !== 0x01 || der[at + 2] !== 0x01 || der[at + 3] !== 0x04 || !(length >= 1 && length <= fieldBytes)) return undefined
+  const scalar = der.subarray(at + 5, at + 5 + length)
+  if (scalar.length !== length) return undefined
+  const padded = Buffer.alloc(fieldBytes)
+  scalar.copy(padded, fieldBytes - length)
   der.fill(0)
-  return copy
+  return padded
 }
 
 const FIELD_BYTES: Record<string, number> = { secp384r1: 48, prime256v1: 32 }
