@@ -4,9 +4,10 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { execFileSync } from 'node:child_process'
 import { createCipheriv, createDecipheriv, generateKeyPairSync, pbkdf2Sync, randomBytes } from 'node:crypto'
-import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs'
-import { dirname, join } from 'node:path'
-import { GenerateDataKeyCommand, KMSClient } from '@aws-sdk/client-kms'
+import { existsSync, mkdirSync, readFileSync, readdirSync, watch, writeFileSync } from 'node:fs'
+import { dirname, join, relative } from 'node:path'
+import { GenerateDataKeyCommand, KMS, KMSClient } from '@aws-sdk/client-kms'
+import { buildClient, CommitmentPolicy, KmsKeyringNode } from '@aws-crypto/client-node'
 import { PutObjectCommand, S3Client } from '@aws-sdk/client-s3'
 import { localKmsEnv, startLocalKms, type LocalKms } from '../src/local-kms/server.js'
 import { listFiles, readJsonLines, runCli, tempDir } from './helpers/cli.js'
@@ -18,6 +19,7 @@ let kms: LocalKms
 let legacyKeyArn: string
 let newKeyArn: string
 let kmsClient: KMSClient
+let sdkKmsClient: KMS
 let env: Record<string, string>
 
 beforeAll(async () => {
@@ -26,9 +28,11 @@ beforeAll(async () => {
   newKeyArn = await kms.createKey('envcrypt')
   env = localKmsEnv(kms)
   kmsClient = new KMSClient({ endpoint: kms.endpoint, region: 'us-east-1', credentials: { accessKeyId: 'AKIDLOCALTEST', secretAccessKey: 'local-test-secret' } })
+  sdkKmsClient = new KMS({ endpoint: kms.endpoint, region: 'us-east-1', credentials: { accessKeyId: 'AKIDLOCALTEST', secretAccessKey: 'local-test-secret' } })
 })
 afterAll(async () => {
   kmsClient?.destroy()
+  sdkKmsClient?.destroy()
   await kms?.close()
 })
 
@@ -100,9 +104,13 @@ const MIN_SPILL_LENGTH = 8
 
 /** Any file under `root` that holds a whole plaintext (of 8 bytes or more), or starts with the first 64 bytes of a large one. */
 function plaintextSpills(root: string, plain: Map<string, Buffer>): string[] {
+  return plaintextSpillsIn(root, readdirSync(root, { recursive: true }).map(String), plain)
+}
+
+/** Which of `rels` (paths under `root`) hold plaintext; a path that is gone or is a directory is skipped. */
+function plaintextSpillsIn(root: string, rels: string[], plain: Map<string, Buffer>): string[] {
   const found: string[] = []
-  // Not listFiles: its stat fails on a temporary renamed between the listing and the stat.
-  for (const rel of readdirSync(root, { recursive: true }).map(String)) {
+  for (const rel of rels) {
     let bytes: Buffer
     try {
       bytes = readFileSync(join(root, rel))
@@ -118,20 +126,29 @@ function plaintextSpills(root: string, plain: Map<string, Buffer>): string[] {
   return found
 }
 
-/** Runs the CLI while scanning `roots` for plaintext every few milliseconds. */
+/** Runs the CLI while watching `roots` (fs.watch, recursive): every file created or written under them is read
+ *  as soon as its event arrives, so short-lived temporaries are seen too; then a last full scan. Returns the files
+ *  that held plaintext, and how many events the watcher saw under the output root (it must see the outputs). */
 async function runWatched(args: string[], roots: string[], plain: Map<string, Buffer>) {
   const spills = new Set<string>()
-  let running = true
-  const watcher = (async () => {
-    while (running) {
-      for (const root of roots) if (existsSync(root)) for (const spill of plaintextSpills(root, plain)) spills.add(spill)
-      await new Promise((resolve) => setTimeout(resolve, 5))
-    }
-  })()
-  const result = await runCli(args, { env })
-  running = false
-  await watcher
-  return { result, spills: [...spills] }
+  const base = dirname(roots[0])
+  expect(roots.every((root) => dirname(root) === base), 'the watched roots share one parent').toBe(true)
+  let outputEvents = 0
+  const watcher = watch(base, { recursive: true }, (_event, name) => {
+    if (!name) return
+    const root = roots.find((r) => String(name).startsWith(`${relative(base, r)}/`))
+    if (!root) return
+    if (root === roots[roots.length - 1]) outputEvents++
+    const rel = relative(root, join(base, String(name)))
+    for (const spill of plaintextSpillsIn(root, [rel], plain)) spills.add(spill)
+  })
+  try {
+    const result = await runCli(args, { env })
+    for (const root of roots) if (existsSync(root)) for (const spill of plaintextSpills(root, plain)) spills.add(spill)
+    return { result, spills: [...spills], outputEvents }
+  } finally {
+    watcher.close()
+  }
 }
 
 async function decryptAndCompare(dir: string, plain: Map<string, Buffer>, scheme: string) {
@@ -140,6 +157,13 @@ async function decryptAndCompare(dir: string, plain: Map<string, Buffer>, scheme
   expect(dec.stderr).not.toMatch(/error/)
   expect(dec.code).toBe(0)
   for (const [rel, original] of plain) expect(readFileSync(join(restored, `${rel}.encrypted`)).equals(original)).toBe(true)
+  // An independent reader: the Encryption SDK itself, with its own KMS keyring, opens every migrated message.
+  const keyring = new KmsKeyringNode({ clientProvider: () => sdkKmsClient, keyIds: [newKeyArn] })
+  for (const [rel, original] of plain) {
+    const { plaintext, messageHeader } = await buildClient(CommitmentPolicy.REQUIRE_ENCRYPT_REQUIRE_DECRYPT).decrypt(keyring, readFileSync(join(dir, 'migrated', `${rel}.encrypted`)))
+    expect(Buffer.from(plaintext).equals(original)).toBe(true)
+    expect(messageHeader.encryptionContext['envcrypt:migrated-from']).toBe(scheme)
+  }
 }
 
 function checkMetadata(metaPath: string, scheme: string, count: number) {
@@ -162,10 +186,11 @@ describe('round trips: migrate, then envcrypt -d gives the original bytes', () =
     for (const [rel, bytes] of plain) put(join(dir, 'legacy', rel), cloudonautV1(bytes, await generateDataKey()))
     const meta = join(dir, 'meta.jsonl')
     const summaryPath = join(dir, 'summary.json')
-    const { result, spills } = await runWatched(migrateArgs(dir, 'cloudonaut-v1', '--metadata-output', meta, '--summary', summaryPath, '-j', '3'), [join(dir, 'legacy'), join(dir, 'migrated')], plain)
+    const { result, spills, outputEvents } = await runWatched(migrateArgs(dir, 'cloudonaut-v1', '--metadata-output', meta, '--summary', summaryPath, '-j', '3'), [join(dir, 'legacy'), join(dir, 'migrated')], plain)
     expect(result.stderr).not.toMatch(/error/)
     expect(result.code).toBe(0)
     expect(spills).toEqual([])
+    expect(outputEvents, 'the watcher saw the outputs being written').toBeGreaterThan(0)
     expect(listFiles(join(dir, 'migrated'))).toEqual([...plain.keys()].map((rel) => `${rel}.encrypted`).sort())
     checkMetadata(meta, 'cloudonaut-v1', plain.size)
     const summary = JSON.parse(readFileSync(summaryPath, 'utf8'))
@@ -185,7 +210,7 @@ describe('round trips: migrate, then envcrypt -d gives the original bytes', () =
     for (const [rel, bytes] of plain) opensslKms(bytes, key, join(dir, 'legacy', rel))
     put(join(dir, 'data_key.b64'), key.blob.toString('base64') + '\n')
     const meta = join(dir, 'meta.jsonl')
-    const { result, spills } = await runWatched(
+    const { result, spills, outputEvents } = await runWatched(
       migrateArgs(dir, 'openssl-kms', '--data-key-file', join(dir, 'data_key.b64'), '--metadata-output', meta, '--summary', '-'),
       [join(dir, 'legacy'), join(dir, 'migrated')],
       plain,
@@ -193,6 +218,7 @@ describe('round trips: migrate, then envcrypt -d gives the original bytes', () =
     expect(result.stderr).not.toMatch(/error/)
     expect(result.code).toBe(0)
     expect(spills).toEqual([])
+    expect(outputEvents, 'the watcher saw the outputs being written').toBeGreaterThan(0)
     expect(JSON.parse(result.stdout.toString()).kms_calls).toEqual({ Decrypt: 1, GenerateDataKey: plain.size })
     checkMetadata(meta, 'openssl-kms', plain.size)
     await decryptAndCompare(dir, plain, 'openssl-kms')
@@ -206,10 +232,11 @@ describe('round trips: migrate, then envcrypt -d gives the original bytes', () =
       opensslKms(bytes, key, join(dir, 'legacy', rel))
       put(join(dir, 'legacy', `${rel}.key`), key.blob)
     }
-    const { result, spills } = await runWatched(migrateArgs(dir, 'openssl-kms', '-S'), [join(dir, 'legacy'), join(dir, 'migrated')], plain)
+    const { result, spills, outputEvents } = await runWatched(migrateArgs(dir, 'openssl-kms', '-S'), [join(dir, 'legacy'), join(dir, 'migrated')], plain)
     expect(result.stderr).not.toMatch(/error/)
     expect(result.code).toBe(0)
     expect(spills).toEqual([])
+    expect(outputEvents, 'the watcher saw the outputs being written').toBeGreaterThan(0)
     expect(listFiles(join(dir, 'migrated'))).toEqual([...plain.keys()].map((rel) => `${rel}.encrypted`).sort())
     await decryptAndCompare(dir, plain, 'openssl-kms')
   })
@@ -234,10 +261,11 @@ describe('round trips: migrate, then envcrypt -d gives the original bytes', () =
     }
     put(join(dir, 'scan.json'), ddbScanExport(entries))
     const meta = join(dir, 'meta.jsonl')
-    const { result, spills } = await runWatched(migrateArgs(dir, 'ddb-ctr', '--key-index', join(dir, 'scan.json'), '--metadata-output', meta), [join(dir, 'legacy'), join(dir, 'migrated')], plain)
+    const { result, spills, outputEvents } = await runWatched(migrateArgs(dir, 'ddb-ctr', '--key-index', join(dir, 'scan.json'), '--metadata-output', meta), [join(dir, 'legacy'), join(dir, 'migrated')], plain)
     expect(result.stderr).not.toMatch(/error/)
     expect(result.code).toBe(0)
     expect(spills).toEqual([])
+    expect(outputEvents, 'the watcher saw the outputs being written').toBeGreaterThan(0)
     checkMetadata(meta, 'ddb-ctr', plain.size)
     await decryptAndCompare(dir, plain, 'ddb-ctr')
   })
