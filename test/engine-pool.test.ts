@@ -14,6 +14,12 @@ import {
   RawAesKeyringNode,
   RawAesWrappingSuiteIdentifier,
   buildClient,
+  getLocalCryptographicMaterialsCache,
+  KeyringNode,
+  NodeCachingMaterialsManager,
+  type EncryptedDataKey,
+  type NodeDecryptionMaterial,
+  type NodeEncryptionMaterial,
 } from '@aws-crypto/client-node'
 import { algorithmName } from '../src/message/algorithms.js'
 import { localKmsEnv, startLocalKms, type LocalKms } from '../src/local-kms/server.js'
@@ -215,30 +221,56 @@ describe('pool engine: caching limits stay exact (local KMS)', () => {
     kms.resetCounts()
     const enc = await runCli(['-e', '-r', '-i', join(dir, 'in'), '-o', join(dir, 'enc'), '-w', `key=${keyArn}`, ...caching, ...POOL, '--metadata-output', meta, '--summary', '-', '-j', '16'], { env })
     expect(enc.code).toBe(0)
-    expect(JSON.parse(enc.stdout.toString()).kms_calls).toEqual({ GenerateDataKey: 2 })
-    expect(kms.counts().GenerateDataKey).toBe(2)
-    expect(new Set(readJsonLines(meta).map((r) => r.header.encrypted_data_keys[0].encrypted_data_key)).size).toBe(2)
+    const expected = await sdkDataKeysFor(Object.values(files).map((f) => f.length), { maxMessagesEncrypted: 100 })
+    expect(expected).toBe(2)
+    expect(JSON.parse(enc.stdout.toString()).kms_calls).toEqual({ GenerateDataKey: expected })
+    expect(kms.counts()).toEqual({ GenerateDataKey: expected })
+    expect(new Set(readJsonLines(meta).map((r) => r.header.encrypted_data_keys[0].encrypted_data_key)).size).toBe(expected)
     kms.resetCounts()
     const dec = await runCli(['-d', '-r', '-i', join(dir, 'enc'), '-o', join(dir, 'dec'), '--suffix', '-w', `key=${keyArn}`, ...caching, ...POOL, '-S', '--summary', '-', '-j', '16'], { env })
     expect(dec.code).toBe(0)
-    expect(JSON.parse(dec.stdout.toString()).kms_calls).toEqual({ Decrypt: 2 })
+    expect(JSON.parse(dec.stdout.toString()).kms_calls).toEqual({ Decrypt: expected })
+    expect(kms.counts()).toEqual({ Decrypt: expected })
     for (const [name, data] of Object.entries(files)) expect(readFileSync(join(dir, 'dec', `${name}.encrypted`)).equals(data)).toBe(true)
   })
 
-  it('max_bytes_encrypted is counted on the main thread: the pool makes exactly the calls the in-thread engine makes', async () => {
+  it('max_bytes_encrypted is counted on the main thread: pool and in-thread engines make exactly the calls the SDK\'s caching materials manager makes', async () => {
     const dir = tempDir()
     const files: Record<string, Buffer> = {}
     for (let i = 0; i < 10; i++) files[`b-${i}.bin`] = randomBytes(1000)
     writeTree(join(dir, 'in'), files)
-    const calls: Record<string, unknown> = {}
+    const expected = await sdkDataKeysFor(Object.values(files).map((f) => f.length), { maxBytesEncrypted: 3000 })
+    // Not a trivial limit: several data keys, fewer than files.
+    expect(expected).toBeGreaterThan(1)
+    expect(expected).toBeLessThan(10)
     for (const engine of ['pool', 'js']) {
+      kms.resetCounts()
       const enc = await runCli(['-e', '-r', '-i', join(dir, 'in'), '-o', join(dir, engine), '-w', `key=${keyArn}`, '--caching', 'capacity=1', 'max_age=10', 'max_bytes_encrypted=3000',
         '--engine', engine, '-S', '--summary', '-', '-j', '8'], { env })
       expect(enc.code).toBe(0)
-      calls[engine] = JSON.parse(enc.stdout.toString()).kms_calls
+      // Counted at the KMS endpoint, not from envcrypt's own report.
+      expect(kms.counts(), `engine ${engine}`).toEqual({ GenerateDataKey: expected })
+      expect(JSON.parse(enc.stdout.toString()).kms_calls).toEqual({ GenerateDataKey: expected })
     }
-    expect(calls.pool).toEqual(calls.js)
-    expect((calls.pool as { GenerateDataKey: number }).GenerateDataKey).toBeGreaterThan(1)
-    expect((calls.pool as { GenerateDataKey: number }).GenerateDataKey).toBeLessThan(10)
   })
 })
+
+/** How many data keys the SDK's own NodeCachingMaterialsManager generates for messages of `sizes` bytes, one
+ *  after the other (capacity 1, max_age 10 s), counted by a keyring that counts its generate calls. */
+async function sdkDataKeysFor(sizes: number[], limits: { maxBytesEncrypted?: number; maxMessagesEncrypted?: number }): Promise<number> {
+  let generated = 0
+  const inner = new RawAesKeyringNode({ keyName: 'count', keyNamespace: 'count', unencryptedMasterKey: new Uint8Array(randomBytes(32)), wrappingSuite: RawAesWrappingSuiteIdentifier.AES256_GCM_IV12_TAG16_NO_PADDING })
+  class CountingKeyring extends KeyringNode {
+    override async _onEncrypt(material: NodeEncryptionMaterial) {
+      if (!material.hasUnencryptedDataKey) generated++
+      return inner.onEncrypt(material)
+    }
+    override async _onDecrypt(material: NodeDecryptionMaterial, keys: EncryptedDataKey[]) {
+      return inner.onDecrypt(material, keys)
+    }
+  }
+  const cmm = new NodeCachingMaterialsManager({ backingMaterials: new CountingKeyring(), cache: getLocalCryptographicMaterialsCache(1), maxAge: 10_000, ...limits })
+  const client = buildClient(REQUIRE_ENCRYPT_REQUIRE_DECRYPT)
+  for (const size of sizes) await client.encrypt(cmm, randomBytes(size), { plaintextLength: size })
+  return generated
+}
