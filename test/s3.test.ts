@@ -329,8 +329,9 @@ describe('S3 through the CLI', () => {
         const poll = setInterval(() => {
           if (requestsFor(key, since).some((r) => /partNumber=/.test(r.url))) {
             clearInterval(poll)
+            // stdin stays open, as a producer still writing would keep it: only the signal can end this run.
             child.kill('SIGTERM')
-            setTimeout(() => child.stdin!.end(), 300)
+            child.once('exit', () => child.stdin!.end())
           }
         }, 20)
       },

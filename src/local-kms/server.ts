@@ -50,6 +50,9 @@ export interface LocalKms {
    * `Throttled`/`ServerError`: requests refused by fault injection (not counted under their operation).
    */
   counts(): Record<string, number>
+  /** The most requests that were being handled at one moment (received, not yet answered) since the last
+   *  resetCounts(): shows whether concurrent clients are served concurrently. */
+  peakConcurrentRequests(): number
   resetCounts(): void
   /** Stops listening, drops keep-alive connections and waits for pending state-file writes. */
   close(): Promise<void>
@@ -371,6 +374,8 @@ export async function startLocalKms(options: LocalKmsOptions = {}): Promise<Loca
   const aliasArn = (aliasName: string): string => `arn:aws:kms:${region}:${accountId}:${aliasName}`
 
   let callCounts: Record<string, number> = {}
+  let concurrentRequests = 0
+  let peakConcurrentRequests = 0
   const countCall = (name: string): void => {
     callCounts[name] = (callCounts[name] ?? 0) + 1
   }
@@ -733,6 +738,7 @@ export async function startLocalKms(options: LocalKmsOptions = {}): Promise<Loca
     let operation = '-'
     let status = 200
     let outcome = 'ok'
+    peakConcurrentRequests = Math.max(peakConcurrentRequests, ++concurrentRequests)
     try {
       const body = await readBody(request)
       // Each request sleeps on its own timer, so latency never serialises concurrent requests.
@@ -767,6 +773,7 @@ export async function startLocalKms(options: LocalKmsOptions = {}): Promise<Loca
       outcome = kmsError.type
       send(response, status, { __type: kmsError.type, message: kmsError.message }, kmsError.type)
     } finally {
+      concurrentRequests--
       log(`local-kms: ${operation} ${status} ${outcome} ${Date.now() - started}ms`)
     }
   }
@@ -806,8 +813,10 @@ export async function startLocalKms(options: LocalKmsOptions = {}): Promise<Loca
       persist().catch((error: Error) => log(`local-kms: could not write state file: ${error.message}`))
     },
     counts: () => ({ ...callCounts }),
+    peakConcurrentRequests: () => peakConcurrentRequests,
     resetCounts() {
       callCounts = {}
+      peakConcurrentRequests = concurrentRequests
     },
     async close() {
       closed = true
