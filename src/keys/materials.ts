@@ -10,16 +10,47 @@ import {
   type KeyringNode,
   type NodeMaterialsManager,
 } from '@aws-crypto/client-node'
-import { NodeDecryptionMaterial, type NodeAlgorithmSuite } from '@aws-crypto/material-management-node'
-import { VerificationKey } from '@aws-crypto/material-management'
+import { CommitmentPolicySuites, NodeAlgorithmSuite, NodeDecryptionMaterial, NodeEncryptionMaterial, type NodeEncryptionRequest } from '@aws-crypto/material-management-node'
+import { SignatureKey, VerificationKey } from '@aws-crypto/material-management'
 import { ENCODED_SIGNER_KEY } from '@aws-crypto/serialize'
 import { IntegrityError, UsageError } from '../errors.js'
+import { ecPrivateKeyPem, nextSigningKeyPair, takeSigningKeyPair, type SigningKeyPair } from './signing-keys.js'
 
 /** The SDK's default materials manager, except that a signed message's public key (compressed in its
  *  encryption context) is decompressed by OpenSSL (`ECDH.convertKey`, ~0.05 ms for P-384) instead of the SDK's
  *  bn.js decoder (~1.8 ms, on the main thread, for every message a cache does not answer: 18 s of 10,000
  *  small files). Same bytes out (test/materials.test.ts); anything unusual goes to the SDK's own code. */
 export class DefaultMaterialsManager extends NodeDefaultCryptographicMaterialsManager {
+  /** As the SDK's, but the signing key pair comes from signing-keys.ts (made ahead of time on the pool's
+   *  workers when it runs) and its PEM from a fixed DER layout rather than asn1.js: the same SignatureKey
+   *  and encryption context (test/signing-keys.test.ts). */
+  private nextKeyPair?: SigningKeyPair
+
+  override async getEncryptionMaterials(request: NodeEncryptionRequest): Promise<NodeEncryptionMaterial> {
+    const suite = request.suite ?? new NodeAlgorithmSuite(CommitmentPolicySuites[request.commitmentPolicy].defaultAlgorithmSuite)
+    const pair = suite.signatureCurve ? await nextSigningKeyPair(suite.signatureCurve) : undefined
+    // The SDK calls _initializeEncryptionMaterial synchronously, before its first await: it takes this pair.
+    this.nextKeyPair = pair
+    const pending = super.getEncryptionMaterials(request)
+    this.nextKeyPair = undefined
+    pair?.scalar.fill(0)
+    return pending
+  }
+
+  override _initializeEncryptionMaterial(suite: NodeAlgorithmSuite, encryptionContext: Record<string, string>): NodeEncryptionMaterial {
+    const curve = suite.signatureCurve
+    if (!curve) return super._initializeEncryptionMaterial(suite, encryptionContext)
+    const { scalar, compressPoint } = this.nextKeyPair ?? takeSigningKeyPair(curve)
+    this.nextKeyPair = undefined
+    try {
+      const point = new Uint8Array(compressPoint)
+      const signatureKey = new SignatureKey(ecPrivateKeyPem(curve, scalar, point) as unknown as Uint8Array, point, suite)
+      return new NodeEncryptionMaterial(suite, { ...encryptionContext, [ENCODED_SIGNER_KEY]: compressPoint.toString('base64') }).setSignatureKey(signatureKey)
+    } finally {
+      scalar.fill(0)
+    }
+  }
+
   override _initializeDecryptionMaterial(suite: NodeAlgorithmSuite, encryptionContext: Record<string, string>): NodeDecryptionMaterial {
     const curve = suite.signatureCurve
     const encoded = curve && encryptionContext ? encryptionContext[ENCODED_SIGNER_KEY] : undefined

@@ -5,6 +5,7 @@
 // writes and commits the output temporary itself (io.ts writeTemporaryFile), so no file bytes are posted
 // between threads and the main thread makes no file system call per file. Small files come in batches.
 import { closeSync, openSync, readSync, writevSync } from 'node:fs'
+import { createECDH } from 'node:crypto'
 import { Writable } from 'node:stream'
 import {
   EncryptedDataKey,
@@ -20,6 +21,7 @@ import { decryptWithMaterials, encryptWithMaterials } from './engine-js.js'
 import { describeError, EnvcryptError, IntegrityError } from '../errors.js'
 import { writeTemporaryFile, WriteStopped, type TemporaryTarget } from '../store/local.js'
 import { checkInputUnchanged, InputChangedError, type PlannedInput } from '../store/input-check.js'
+import { nativeKernel } from './native.js'
 import { prepareSmallEncrypt, sealSmallEncrypts, smallFileKernel, type SmallFileErrors } from './small-files.js'
 
 /** Bytes per read of the input file: the frame loop batches 1 MiB at a time. */
@@ -268,6 +270,25 @@ function runSmallEncrypts(batch: FileBatch, results: Array<FileTaskResult | unde
       ? result
       : { ok: false, error: describeError(result.error), integrity: false, ...(result.interrupted ? { interrupted: true } : {}) }
   })
+}
+
+/** Piscina's other entry point (`name: 'makeSigningKeyPairs'`): key pairs for the main thread's materials
+ *  manager (keys/signing-keys.ts), from the native kernel or else Node's ECDH. */
+export function makeSigningKeyPairs({ curve, count }: { curve: string; count: number }): Uint8Array {
+  const kernel = nativeKernel() as { makeSigningKeyPairs?: (curve: string, count: number) => Buffer } | undefined
+  if (kernel?.makeSigningKeyPairs) return new Uint8Array(kernel.makeSigningKeyPairs(curve, count))
+  const records: Buffer[] = []
+  for (let i = 0; i < count; i++) {
+    const ecdh = createECDH(curve)
+    ecdh.generateKeys()
+    const point = ecdh.getPublicKey(undefined, 'compressed')
+    const raw = ecdh.getPrivateKey()
+    records.push(Buffer.alloc(point.length - 1 - raw.length), raw, point)
+    raw.fill(0)
+  }
+  const bytes = new Uint8Array(Buffer.concat(records))
+  records.forEach((record) => record.fill(0))
+  return bytes
 }
 
 /** Piscina's entry point: the batch's files one after the other (small encrypts first, in one native call).

@@ -24,6 +24,7 @@ import {
 import { parseHeader } from './engine.js'
 import { checkDecryptHeader, jsEngine, resolveDecryptionMaterials, resolveEncryptionMaterials } from './engine-js.js'
 import { EnvcryptError, IntegrityError, untilAborted } from '../errors.js'
+import { provideSigningKeyPairs } from '../keys/signing-keys.js'
 import type { DecryptFileTask, EncryptFileTask, FileBatch, FileTask, FileTaskResult } from './pool-worker.js'
 import type { TemporaryTarget } from '../store/local.js'
 import type { PlannedInput } from '../store/input-check.js'
@@ -73,6 +74,10 @@ function workerPool(): Piscina<FileBatch, FileTaskResult[]> {
   const threads = poolThreads()
   // Created on first use: a run with only stdin or S3 never starts threads. Idle workers are unref'd by
   // piscina, so they do not keep the process alive.
+  if (!pool) {
+    // Its workers make the signing key pairs of signed messages ahead of time (keys/signing-keys.ts).
+    provideSigningKeyPairs((curve, count) => (workerPool() as unknown as Piscina<{ curve: string; count: number }, Uint8Array>).run({ curve, count }, { name: 'makeSigningKeyPairs' }))
+  }
   pool ??= new Piscina<FileBatch, FileTaskResult[]>({
     filename: new URL('./pool-worker.js', import.meta.url).href,
     minThreads: threads,
@@ -91,6 +96,7 @@ function workerPool(): Piscina<FileBatch, FileTaskResult[]> {
 export async function closeWorkerPool(): Promise<void> {
   const current = pool
   pool = undefined
+  provideSigningKeyPairs(undefined)
   await current?.destroy()
 }
 

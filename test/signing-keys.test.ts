@@ -1,0 +1,111 @@
+// Signing key pairs made ahead of time (src/keys/signing-keys.ts) and the materials manager that uses them
+// (DefaultMaterialsManager in src/keys/materials.ts): the PEM is byte for byte the SDK's own encoding, each
+// message gets a key pair of its own whose public key is in its encryption context, pairs come from the
+// registered source (the pool's workers) when there is one, and the messages still decrypt with the SDK.
+import { afterEach, describe, expect, it } from 'vitest'
+import { createECDH, createPrivateKey, createPublicKey, randomBytes } from 'node:crypto'
+import { createRequire } from 'node:module'
+import {
+  AlgorithmSuiteIdentifier,
+  CommitmentPolicy,
+  NodeAlgorithmSuite,
+  RawAesKeyringNode,
+  RawAesWrappingSuiteIdentifier,
+  buildClient,
+} from '@aws-crypto/client-node'
+import { ecPrivateKeyPem, nextSigningKeyPair, provideSigningKeyPairs, signingKeyStats } from '../src/keys/signing-keys.js'
+import { buildMaterialsManager } from '../src/keys/materials.js'
+import { makeSigningKeyPairs } from '../src/message/pool-worker.js'
+
+// The SDK's own encoder (asn1.js), which ecPrivateKeyPem replaces; not exported from the package index.
+const require = createRequire(import.meta.url)
+const sdkPem = require('@aws-crypto/material-management/build/main/src/pem_helpers.js') as {
+  privateKeyPem(curve: string, privateKey: Buffer, publicKey: Buffer): string
+}
+
+const keyring = new RawAesKeyringNode({
+  keyName: 'k1',
+  keyNamespace: 'envcrypt',
+  unencryptedMasterKey: new Uint8Array(randomBytes(32)),
+  wrappingSuite: RawAesWrappingSuiteIdentifier.AES256_GCM_IV12_TAG16_NO_PADDING,
+})
+const SIGNED = AlgorithmSuiteIdentifier.ALG_AES256_GCM_IV12_TAG16_HKDF_SHA512_COMMIT_KEY_ECDSA_P384
+const P256 = AlgorithmSuiteIdentifier.ALG_AES128_GCM_IV12_TAG16_HKDF_SHA256_ECDSA_P256
+
+afterEach(() => provideSigningKeyPairs(undefined))
+
+describe('ecPrivateKeyPem', () => {
+  for (const curve of ['secp384r1', 'prime256v1']) {
+    it(`${curve}: the same text as the SDK's asn1.js encoder, and a key OpenSSL reads with the same public point`, () => {
+      for (let i = 0; i < 20; i++) {
+        const ecdh = createECDH(curve)
+        ecdh.generateKeys()
+        const point = ecdh.getPublicKey(undefined, 'compressed')
+        const field = curve === 'secp384r1' ? 48 : 32
+        const raw = ecdh.getPrivateKey()
+        const scalar = Buffer.concat([Buffer.alloc(field - raw.length), raw])
+        const pem = ecPrivateKeyPem(curve, scalar, point)
+        expect(pem).toBe(sdkPem.privateKeyPem(curve, scalar, point))
+        const exported = createPublicKey(createPrivateKey(pem)).export({ format: 'jwk' })
+        const uncompressed = ecdh.getPublicKey()
+        expect(Buffer.from(exported.x!, 'base64url').equals(uncompressed.subarray(1, 1 + field))).toBe(true)
+      }
+    })
+  }
+})
+
+describe('the materials manager with a key pair source', () => {
+  it('takes each signed message\'s key pair from the source, one per message, and the SDK decrypts the messages', async () => {
+    let asked = 0
+    provideSigningKeyPairs(async (curve, count) => {
+      asked += count
+      return makeSigningKeyPairs({ curve, count })
+    })
+    const before = { ...signingKeyStats }
+    const cmm = buildMaterialsManager(keyring)
+    const client = buildClient(CommitmentPolicy.REQUIRE_ENCRYPT_REQUIRE_DECRYPT)
+    const publicKeys = new Set<string>()
+    const messages = await Promise.all(
+      Array.from({ length: 12 }, async (_, i) => {
+        const plaintext = randomBytes(100 + i)
+        const { result, messageHeader } = await client.encrypt(cmm, plaintext, { suiteId: SIGNED, encryptionContext: { n: String(i) } })
+        publicKeys.add(messageHeader.encryptionContext['aws-crypto-public-key']!)
+        return { plaintext, result }
+      }),
+    )
+    expect(publicKeys.size).toBe(12)
+    expect(signingKeyStats.fromSource - before.fromSource).toBe(12)
+    expect(signingKeyStats.madeHere - before.madeHere).toBe(0)
+    expect(asked).toBeGreaterThanOrEqual(12)
+    for (const { plaintext, result } of messages) {
+      expect(Buffer.from((await client.decrypt(keyring, result)).plaintext).equals(plaintext)).toBe(true)
+    }
+  })
+
+  it('a P-256 suite gets P-256 pairs; unsigned suites take none; a failing source falls back to making them here', async () => {
+    provideSigningKeyPairs(async () => {
+      throw new Error('pool closed')
+    })
+    const before = { ...signingKeyStats }
+    const cmm = buildMaterialsManager(keyring)
+    const client = buildClient(CommitmentPolicy.FORBID_ENCRYPT_ALLOW_DECRYPT)
+    const { result, messageHeader } = await client.encrypt(cmm, Buffer.from('p-256'), { suiteId: P256 })
+    expect(Buffer.from(messageHeader.encryptionContext['aws-crypto-public-key']!, 'base64')).toHaveLength(33)
+    expect(Buffer.from((await client.decrypt(keyring, result)).plaintext).toString()).toBe('p-256')
+    await client.encrypt(cmm, Buffer.from('unsigned'), { suiteId: AlgorithmSuiteIdentifier.ALG_AES256_GCM_IV12_TAG16_HKDF_SHA256 })
+    expect(signingKeyStats.madeHere - before.madeHere).toBe(1)
+    expect(signingKeyStats.fromSource - before.fromSource).toBe(0)
+  })
+
+  it('without a source, nextSigningKeyPair makes the pair at once; pairs are never handed out twice', async () => {
+    const seen = new Set<string>()
+    for (let i = 0; i < 5; i++) {
+      const pair = await nextSigningKeyPair('secp384r1')
+      expect(pair.scalar).toHaveLength(48)
+      expect(pair.compressPoint).toHaveLength(49)
+      seen.add(pair.compressPoint.toString('hex'))
+    }
+    expect(seen.size).toBe(5)
+    expect(new NodeAlgorithmSuite(SIGNED).signatureCurve).toBe('secp384r1')
+  })
+})
