@@ -7,22 +7,28 @@ import { createHash } from 'node:crypto'
 import { parseManifest, parseShard, shardOf } from '../src/store/shard.js'
 import { listFiles, rawAesKey, runCli, tempDir, writeTree } from './helpers/cli.js'
 
+/** The formula docs/SCALE.md documents, written out here rather than imported: the first 8 bytes of SHA-256 of the
+ *  relative path (UTF-8), big-endian, modulo the shard count. */
+const documentedShard = (path: string, count: number) => Number(createHash('sha256').update(path, 'utf8').digest().readBigUInt64BE(0) % BigInt(count))
+
 describe('shardOf', () => {
-  it('is the documented hash: first 8 bytes of SHA-256 of the path, big-endian, modulo N', () => {
-    const expected = Number(createHash('sha256').update('a/b.txt').digest().readBigUInt64BE(0) % 7n)
-    expect(shardOf('a/b.txt', 7)).toBe(expected)
+  it('is the documented hash: first 8 bytes of SHA-256 of the path, big-endian, modulo N (random paths and counts)', () => {
+    expect(shardOf('a/b.txt', 7)).toBe(documentedShard('a/b.txt', 7))
+    fc.assert(
+      fc.property(fc.string({ minLength: 1, unit: 'grapheme' }), fc.integer({ min: 1, max: 1000 }), (path, count) => {
+        expect(shardOf(path, count)).toBe(documentedShard(path, count))
+      }),
+      { numRuns: 500 },
+    )
   })
 
-  it('splits into disjoint shards covering everything, stable when files are added', () => {
-    fc.assert(
-      fc.property(fc.uniqueArray(fc.string({ minLength: 1 }), { minLength: 1, maxLength: 60 }), fc.array(fc.string({ minLength: 1 }), { maxLength: 20 }), fc.integer({ min: 1, max: 9 }), (paths, added, count) => {
-        const before = new Map(paths.map((p) => [p, shardOf(p, count)]))
-        for (const shard of before.values()) expect(shard).toBeGreaterThanOrEqual(0)
-        for (const shard of before.values()) expect(shard).toBeLessThan(count)
-        const after = new Map([...paths, ...added].map((p) => [p, shardOf(p, count)]))
-        for (const [path, shard] of before) expect(after.get(path)).toBe(shard)
-      }),
-    )
+  it('balances: 4,000 paths over 4 and 7 shards give every shard within 15% of its fair share', () => {
+    const paths = Array.from({ length: 4000 }, (_, i) => `d${i % 13}/file-${i}.bin`)
+    for (const count of [4, 7]) {
+      const sizes = new Array<number>(count).fill(0)
+      for (const path of paths) sizes[shardOf(path, count)]++
+      for (const size of sizes) expect(Math.abs(size - paths.length / count)).toBeLessThan(0.15 * (paths.length / count))
+    }
   })
 })
 
@@ -69,22 +75,23 @@ describe('the CLI with --shard and --manifest', () => {
     return { dir, key: rawAesKey(dir), files }
   }
 
-  it('4 shards are disjoint and together exactly the whole input; merge-summaries adds them up', async () => {
+  it('4 shards, each written to its own directory: pairwise disjoint, together exactly the input, each the documented share; merge-summaries adds them up', async () => {
     const { dir, key, files } = tree(120)
-    const seen: string[] = []
+    const shards: string[][] = []
     const summaries: string[] = []
     for (let i = 0; i < 4; i++) {
       const summary = join(dir, `summary-${i}.json`)
       summaries.push(summary)
-      const result = await runCli(['-e', '-r', '-i', join(dir, 'in'), '-o', join(dir, 'enc'), ...key.spec, '-S', '--shard', `${i}/4`, '--summary', summary])
+      const result = await runCli(['-e', '-r', '-i', join(dir, 'in'), '-o', join(dir, `enc-${i}`), ...key.spec, '-S', '--shard', `${i}/4`, '--summary', summary])
       expect(result.code).toBe(0)
-      const count = JSON.parse(readFileSync(summary, 'utf8')).files_ok
-      expect(count).toBeGreaterThan(0)
-      const all = listFiles(join(dir, 'enc'))
-      seen.push(...all.filter((f) => !seen.includes(f)))
-      expect(all.length).toBe(seen.length)
+      const written = listFiles(join(dir, `enc-${i}`)).map((f) => f.replace(/\.encrypted$/, ''))
+      expect(written.length).toBeGreaterThan(0)
+      expect(written).toEqual(Object.keys(files).filter((f) => documentedShard(f, 4) === i).sort())
+      expect(JSON.parse(readFileSync(summary, 'utf8')).files_ok).toBe(written.length)
+      shards.push(written)
     }
-    expect(seen.sort()).toEqual(Object.keys(files).map((f) => `${f}.encrypted`).sort())
+    for (let a = 0; a < 4; a++) for (let b = a + 1; b < 4; b++) expect(shards[a].filter((f) => shards[b].includes(f)), `shards ${a} and ${b}`).toEqual([])
+    expect(shards.flat().sort()).toEqual(Object.keys(files).sort())
     const merged = await runCli(['merge-summaries', ...summaries])
     expect(JSON.parse(merged.stdout.toString())).toMatchObject({ files_ok: 120, files_failed: 0, workers: 4 })
   })
@@ -93,8 +100,23 @@ describe('the CLI with --shard and --manifest', () => {
     const { dir, key, files } = tree(40)
     const result = await runCli(['-e', '-r', '-i', join(dir, 'in'), '-o', join(dir, 'enc'), ...key.spec, '-S', '--shard', 'env', '--shard-count', '3', '--summary', '-', '-q'], { env: { JOB_COMPLETION_INDEX: '1' } })
     expect(result.code).toBe(0)
-    const expected = Object.keys(files).filter((f) => shardOf(f, 3) === 1)
+    const expected = Object.keys(files).filter((f) => documentedShard(f, 3) === 1)
     expect(listFiles(join(dir, 'enc'))).toEqual(expected.map((f) => `${f}.encrypted`).sort())
+  })
+
+  it('--shard env reads AWS_BATCH_JOB_ARRAY_INDEX (AWS Batch array job); --shard-index-env NAME reads $NAME', async () => {
+    const { dir, key, files } = tree(40)
+    const runs: Array<[string, string[], Record<string, string>, number]> = [
+      ['batch', ['--shard', 'env', '--shard-count', '3'], { AWS_BATCH_JOB_ARRAY_INDEX: '0' }, 0],
+      ['named', ['--shard-index-env', 'MY_WORKER', '--shard-count', '3'], { MY_WORKER: '2' }, 2],
+    ]
+    for (const [name, flags, env, index] of runs) {
+      const result = await runCli(['-e', '-r', '-i', join(dir, 'in'), '-o', join(dir, name), ...key.spec, '-S', '-q', ...flags], { env })
+      expect(result.code, result.stderr).toBe(0)
+      const expected = Object.keys(files).filter((f) => documentedShard(f, 3) === index)
+      expect(expected.length).toBeGreaterThan(0)
+      expect(listFiles(join(dir, name))).toEqual(expected.map((f) => `${f}.encrypted`).sort())
+    }
   })
 
   it('--manifest processes only the listed files; a listed file that is missing fails alone', async () => {
