@@ -33,9 +33,9 @@ export function reencryptTree(options: ReencryptTreeOptions): Promise<TreeSummar
   })
 }
 
-function decryptIntoEncrypt({ engine, kmsCalls, warn }: MessageStageSetup, options: ReencryptTreeOptions): MessageStage {
+function decryptIntoEncrypt({ engine, kmsCalls, warn, kms }: MessageStageSetup, options: ReencryptTreeOptions): MessageStage {
   const specs = options.fromWrappingKeys.map((spec) => (Array.isArray(spec) ? parseWrappingKeySpec(spec) : spec))
-  const oldKeys = buildKeyring(specs, 'decrypt', { kmsCalls, warn, kmsClientConfig: options.kmsClientConfig })
+  const oldKeys = buildKeyring(specs, 'decrypt', { kmsCalls, warn, kmsClientConfig: options.kmsClientConfig, ...kms })
   const oldCmm = buildMaterialsManager(oldKeys.keyring, options.caching)
   const commitmentPolicy = parseCommitmentPolicy(options.commitmentPolicy ?? 'require-encrypt-require-decrypt')
   return {

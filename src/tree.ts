@@ -10,12 +10,12 @@ import { sdkEngine, type ByteSource, type Engine } from './message/engine.js'
 import { isFileEngine, poolEngine } from './message/pool.js'
 import { UsageError } from './errors.js'
 import type { OutputWriter } from './store/local.js'
-import { buildKeyring, parseWrappingKeySpec, type KmsCallCounts } from './keys/keyrings.js'
+import { buildKeyring, parseWrappingKeySpec, type KmsCallCounts, type KmsRunOptions } from './keys/keyrings.js'
 import { buildMaterialsManager } from './keys/materials.js'
 import { openMetadataSink, type Mode } from './message/metadata.js'
 import { planFiles, type PlannedFile } from './store/plan.js'
 import { dryRunActions } from './store/dry-run.js'
-import { processFile, type TreeRun } from './run/file.js'
+import { processFile, type RunStop, type TreeRun } from './run/file.js'
 import type { CommonTreeOptions, DecryptTreeOptions, EncryptTreeOptions, TreeSummary } from './run/options.js'
 
 export type * from './run/options.js'
@@ -54,8 +54,10 @@ async function runTree(mode: Mode, options: EncryptTreeOptions & DecryptTreeOpti
   if (options.dryRun) return dryRunSummary(planned, options, started, mode)
   const kmsCalls: KmsCallCounts = {}
   const specs = options.wrappingKeys.map((spec) => (Array.isArray(spec) ? parseWrappingKeySpec(spec) : spec))
-  const keyringSetup = buildKeyring(specs, mode === 'encrypt' ? 'encrypt' : 'decrypt', { kmsCalls, warn, kmsClientConfig: options.kmsClientConfig })
-  const stage = options.messageStage?.({ engine, kmsCalls, warn })
+  const stop: RunStop = {}
+  const kms: KmsRunOptions = { kmsTimeoutSeconds: options.kmsTimeoutSeconds, onRunWideError: (err) => void (stop.error ??= err) }
+  const keyringSetup = buildKeyring(specs, mode === 'encrypt' ? 'encrypt' : 'decrypt', { kmsCalls, warn, kmsClientConfig: options.kmsClientConfig, ...kms })
+  const stage = options.messageStage?.({ engine, kmsCalls, warn, kms })
   const run: TreeRun = {
     mode,
     options,
@@ -71,6 +73,7 @@ async function runTree(mode: Mode, options: EncryptTreeOptions & DecryptTreeOpti
     inFlight: new Set(),
     openSources: new Set(),
     warn,
+    stop,
   }
   options.onPlan?.(planned.length, planned.reduce((sum, file) => sum + (file.input.size ?? 0), 0))
   const allByFile = !run.streamsOnly && planned.every((file) => file.input.localPath !== undefined && file.output.openTemporary)
@@ -87,6 +90,10 @@ async function runTree(mode: Mode, options: EncryptTreeOptions & DecryptTreeOpti
   }
   run.summary.seconds = Math.round((performance.now() - started) / 10) / 100
   if (options.signal?.aborted) run.summary.interrupted = String(options.signal.reason ?? 'aborted')
+  if (stop.error) {
+    run.summary.stopped = stop.error.message
+    run.summary.files_not_attempted ??= 0
+  }
   return run.summary
 }
 

@@ -27,12 +27,14 @@ function tree(count = 2) {
 }
 
 /** Decrypt `enc` expecting every file to fail: one `error:` line per file naming it and matching `cause`. */
-async function expectRefused(args: string[], enc: string, out: string, cause: RegExp, options: { env?: Record<string, string | undefined> } = {}) {
-  const result = await expectUntouched([enc], () => runCli([...args, '-q'], options))
+/** `runWide`: an error that fails every file stops the run: one line, naming the first file, and the rest not attempted. */
+async function expectRefused(args: string[], enc: string, out: string, cause: RegExp, options: { env?: Record<string, string | undefined>; runWide?: boolean } = {}) {
+  const result = await expectUntouched([enc], () => runCli([...args, '-q', ...(options.runWide ? ['-j', '1'] : [])], options))
   expect(result.code).toBe(1)
   const lines = result.stderr.trim().split('\n')
-  const names = listFiles(enc)
+  const names = options.runWide ? listFiles(enc).slice(0, 1) : listFiles(enc)
   expect(lines).toHaveLength(names.length)
+  if (options.runWide) expect(lines[0]).toMatch(new RegExp(`the run stopped \\(1 failed, ${listFiles(enc).length - 1} not attempted\\)$`))
   for (const name of names) {
     const line = lines.find((l) => l.startsWith(`envcrypt: error: ${join(enc, name)}: `))
     expect(line, `${name} in ${result.stderr}`).toBeDefined()
@@ -70,11 +72,11 @@ describe('wrong or missing keys', () => {
     })
     const out = () => join(tempDir('envcrypt-keys-out-'), 'dec')
 
-    it('a disabled key: DisabledException naming the key', async () => {
+    it('a disabled key (the one key named): DisabledException naming the key, once; the run stops', async () => {
       kms.setKeyEnabled(keyArn, false)
       try {
         const target = out()
-        await expectRefused(['-d', '-r', '-i', encrypted, '-o', target, '-w', `key=${keyArn}`, '-S'], encrypted, target, /DisabledException.*is disabled/, { env })
+        await expectRefused(['-d', '-r', '-i', encrypted, '-o', target, '-w', `key=${keyArn}`, '-S'], encrypted, target, /DisabledException.*is disabled/, { env, runWide: true })
       } finally {
         kms.setKeyEnabled(keyArn, true)
       }
@@ -90,11 +92,12 @@ describe('wrong or missing keys', () => {
       await expectRefused(['-d', '-r', '-i', join(dir, 'enc'), '-o', join(dir, 'dec'), '-w', `key=${doomed}`, '-S'], join(dir, 'enc'), join(dir, 'dec'), /KMSInvalidStateException.*pending deletion/i, { env })
     })
 
-    it('no credentials at all: a credentials error per file', async () => {
+    it('no credentials at all: one credentials error; the run stops', async () => {
       const target = out()
       const none = join(tempDir(), 'none')
       await expectRefused(['-d', '-r', '-i', encrypted, '-o', target, '-w', `key=${keyArn}`, '-S'], encrypted, target, /[Cc]redential/, {
         env: { ...env, AWS_ACCESS_KEY_ID: undefined, AWS_SECRET_ACCESS_KEY: undefined, AWS_SHARED_CREDENTIALS_FILE: none, AWS_CONFIG_FILE: none, AWS_EC2_METADATA_DISABLED: 'true' },
+        runWide: true,
       })
     })
 

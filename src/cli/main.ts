@@ -12,6 +12,7 @@ import { expandAbbreviations, longFlagNames, unknownFlagsMessage } from './flags
 import { describeError, UsageError } from '../errors.js'
 import { removeLiveTemporaries } from '../store/local.js'
 import { parseCachingSpec } from '../keys/materials.js'
+import { DEFAULT_KMS_TIMEOUT, kmsTimeoutSeconds } from '../keys/keyrings.js'
 import { canonicalJson } from '../message/metadata.js'
 import { keygen } from '../keys/keygen.js'
 import { runLocalKms } from '../local-kms/server.js'
@@ -163,6 +164,7 @@ function mainOptions(y: Argv) {
     .option('verbose', { alias: 'v', type: 'count', describe: 'more output on stderr' })
     .option('quiet', { alias: 'q', type: 'boolean', describe: 'only errors on stderr' })
     .option('jobs', { alias: 'j', type: 'number', describe: `files processed at once (default ${defaultJobs()}; ${defaultPoolJobs()} when all files go local to local through the worker pool)` })
+    .option('kms-timeout', { type: 'number', describe: `seconds a KMS request may take to connect and to be answered, per attempt (8 attempts; default ENVCRYPT_KMS_TIMEOUT or ${DEFAULT_KMS_TIMEOUT})` })
     .option('skip-existing', { type: 'boolean', describe: 'leave outputs that already exist alone (resume an interrupted run)' })
     .option('fsync', { type: 'boolean', describe: 'flush each output and its directory to disk around the rename' })
     .option('summary', { type: 'string', describe: 'write a JSON run summary to FILE or - (stdout)' })
@@ -210,6 +212,7 @@ interface MainArgs {
   verbose: number
   quiet?: boolean
   jobs?: number
+  kmsTimeout?: number
   skipExisting?: boolean
   fsync?: boolean
   summary?: string
@@ -273,6 +276,7 @@ async function runMain(args: MainArgs): Promise<number> {
     metadataOutput: args.suppressMetadata ? undefined : args.metadataOutput,
     overwriteMetadata: args.overwriteMetadata,
     jobs: args.jobs,
+    kmsTimeoutSeconds: kmsTimeoutSeconds(args.kmsTimeout),
     skipExisting: args.skipExisting,
     noOverwrite: args.overwrite === false,
     confirmOverwrite: args.interactive ? confirmOverwrite : undefined,

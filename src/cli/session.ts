@@ -64,7 +64,7 @@ export function startSession(args: { quiet?: boolean; verbose?: number; dryRun?:
     },
     onFile(event) {
       progress.onFile(event)
-      if (event.status === 'failed' && event.error !== 'interrupted') progress.log(`envcrypt: error: ${printable(event.input)}: ${event.error}`)
+      if (event.status === 'failed' && event.error !== 'interrupted' && !event.runWide) progress.log(`envcrypt: error: ${printable(event.input)}: ${event.error}`)
       else if (verbosity >= 1) progress.log(`envcrypt: ${event.status}: ${printable(event.input)} -> ${printable(event.output)}`)
     },
     onPlan: progress.onPlan,
@@ -76,6 +76,12 @@ export function startSession(args: { quiet?: boolean; verbose?: number; dryRun?:
         const text = canonicalJson(summary) + '\n'
         if (args.summary === '-') process.stdout.write(text)
         else writeFileSync(args.summary, text)
+      }
+      if (summary.stopped) {
+        // Once, naming the first file it failed: every other file would have failed the same way.
+        const first = summary.failures.find((failure) => failure.error === summary.stopped)
+        const where = first ? `${printable(first.input)}: ` : ''
+        progress.log(`envcrypt: error: ${where}${summary.stopped}; the run stopped (${summary.files_failed} failed, ${summary.files_not_attempted ?? 0} not attempted)`)
       }
       // Off a terminal a clean run is silent, as aws-encryption-cli (cron mails nothing); -v, a failure or an
       // interruption still gets the one-line summary.
@@ -92,6 +98,7 @@ export function describeSummary(summary: TreeSummary, verb: string): string {
   const parts = [`envcrypt: ${verb} ${summary.files_ok} file${summary.files_ok === 1 ? '' : 's'}`]
   if (summary.files_skipped) parts.push(`skipped ${summary.files_skipped}`)
   if (summary.files_failed) parts.push(`failed ${summary.files_failed}`)
+  if (summary.files_not_attempted) parts.push(`not attempted ${summary.files_not_attempted}`)
   parts.push(`${formatBytes(summary.bytes_in)} in, ${formatBytes(summary.bytes_out)} out, ${summary.seconds.toFixed(2)} s`)
   const calls = Object.entries(summary.kms_calls)
   if (calls.length) parts.push(`KMS calls: ${calls.map(([op, n]) => `${op}=${n}`).join(' ')}`)

@@ -12,7 +12,7 @@ import {
   type KeyringNode,
 } from '@aws-crypto/client-node'
 import { KMS } from '@aws-sdk/client-kms'
-import { UsageError } from '../errors.js'
+import { EnvcryptError, UsageError } from '../errors.js'
 
 export type Provider = 'aws-kms' | 'raw-aes' | 'raw-rsa'
 export type RsaPadding = 'oaep-sha256' | 'oaep-sha1' | 'pkcs1'
@@ -124,11 +124,31 @@ export function validateSpecs(specs: readonly WrappingKeySpec[], mode: 'encrypt'
   }
 }
 
-export interface KeyringOptions {
+export interface KeyringOptions extends KmsRunOptions {
   kmsCalls: KmsCallCounts
   warn: (message: string) => void
   /** Extra KMS client settings (tests, benchmarks); endpoint and credentials otherwise come from the standard chain. */
   kmsClientConfig?: Record<string, unknown>
+}
+
+/** How a run talks to KMS: the per-attempt timeout, and who hears of an error that will fail every file. */
+export interface KmsRunOptions {
+  /** Seconds a KMS attempt may take to connect, and to be answered (`--kms-timeout`); default DEFAULT_KMS_TIMEOUT. */
+  kmsTimeoutSeconds?: number
+  /** Called with an error that will fail every file of the run (no credentials, KMS not answering, ...). */
+  onRunWideError?: (err: EnvcryptError) => void
+}
+
+/** Seconds per KMS attempt. With 8 attempts and the SDK's backoff (at most ~25 s in all), a KMS that accepts
+ *  connections but never answers fails a call within 2 minutes. A KMS call normally takes milliseconds. */
+export const DEFAULT_KMS_TIMEOUT = 10
+const KMS_MAX_ATTEMPTS = 8
+
+/** `--kms-timeout`, else ENVCRYPT_KMS_TIMEOUT, else the default; a positive number of seconds. */
+export function kmsTimeoutSeconds(flag: number | undefined, env = process.env.ENVCRYPT_KMS_TIMEOUT): number {
+  const [value, name] = flag !== undefined ? [flag, '--kms-timeout'] : env !== undefined && env !== '' ? [Number(env), 'ENVCRYPT_KMS_TIMEOUT'] : [DEFAULT_KMS_TIMEOUT, '']
+  if (!(Number.isFinite(value) && value > 0)) throw new UsageError(`${name} must be a positive number of seconds`)
+  return value
 }
 
 export interface KeyringSetup {
@@ -141,10 +161,14 @@ export function buildKeyring(specs: readonly WrappingKeySpec[], mode: 'encrypt' 
   validateSpecs(specs, mode)
   const clients = new Map<string, KMS>()
   const keyrings: KeyringNode[] = []
+  // A key KMS refuses (unknown, access denied, disabled) fails every file when every file needs that key: on
+  // encrypt, or a decrypt with one named KMS key and nothing else.
+  const kmsKeys = specs.flatMap((spec) => (spec.provider === 'aws-kms' ? spec.keys : []))
+  const keyErrorsRunWide = mode === 'encrypt' || (specs.length === 1 && !specs[0]!.discovery && kmsKeys.length === 1)
   for (const spec of specs) {
     if (spec.provider === 'raw-aes') keyrings.push(rawAesKeyring(spec, options))
     else if (spec.provider === 'raw-rsa') keyrings.push(rawRsaKeyring(spec, mode, options))
-    else keyrings.push(...kmsKeyrings(spec, keyrings.length === 0 && mode === 'encrypt', kmsClientProvider(spec, options, clients)))
+    else keyrings.push(...kmsKeyrings(spec, keyrings.length === 0 && mode === 'encrypt', kmsClientProvider(spec, { ...options, keyErrorsRunWide }, clients)))
   }
   const keyring = keyrings.length === 1
     ? keyrings[0]
@@ -221,40 +245,76 @@ function rawRsaKeyring(spec: WrappingKeySpec, mode: 'encrypt' | 'decrypt', optio
 
 /** One KMS client per (region, profile), shared by every keyring, each counting the calls it makes.
  *  The SDK's own `cacheClients` may build several clients before the first answer, so we cache here. */
-function kmsClientProvider(spec: WrappingKeySpec, options: KeyringOptions, kmsClients: Map<string, KMS>): (region: string) => KMS {
+function kmsClientProvider(spec: WrappingKeySpec, options: KeyringOptions & { keyErrorsRunWide: boolean }, kmsClients: Map<string, KMS>): (region: string) => KMS {
   return (region: string) => {
     const effectiveRegion = region || spec.region || undefined
     const cacheKey = `${effectiveRegion ?? ''}\u0000${spec.profile ?? ''}`
     let client = kmsClients.get(cacheKey)
     if (!client) {
-      client = createKmsClient({ region: effectiveRegion, profile: spec.profile, kmsCalls: options.kmsCalls, kmsClientConfig: options.kmsClientConfig })
+      client = createKmsClient({ ...options, region: effectiveRegion, profile: spec.profile })
       kmsClients.set(cacheKey, client)
     }
     return client
   }
 }
 
-/** A KMS client from the standard chain (endpoint, credentials, region), counting its calls into `kmsCalls`.
- *  Used for the wrapping keys and by `migrate` to unwrap legacy data keys. */
-export function createKmsClient(options: { region?: string; profile?: string; kmsCalls: KmsCallCounts; kmsClientConfig?: Record<string, unknown> }): KMS {
+/** A KMS client from the standard chain (endpoint, credentials, region), counting the calls KMS answered into
+ *  `kmsCalls`, with connect and answer timeouts. Used for the wrapping keys and by `migrate` to unwrap legacy
+ *  data keys. Errors that will fail every file become one EnvcryptError, reported to `onRunWideError`. */
+export function createKmsClient(options: KmsRunOptions & { region?: string; profile?: string; kmsCalls: KmsCallCounts; kmsClientConfig?: Record<string, unknown>; keyErrorsRunWide?: boolean }): KMS {
+  const timeoutMs = (options.kmsTimeoutSeconds ?? DEFAULT_KMS_TIMEOUT) * 1000
   const client = new KMS({
     ...(options.region ? { region: options.region } : {}),
     ...(options.profile ? { profile: options.profile } : {}),
-    // Throttling and 5xx are retried by the SDK's standard strategy (exponential backoff with jitter);
-    // more attempts than the default 3 keep a busy account's batch from failing on a burst.
-    maxAttempts: 8,
+    // Throttling, 5xx and timeouts are retried by the SDK's standard strategy (exponential backoff with
+    // jitter); more attempts than the default 3 keep a busy account's batch from failing on a burst.
+    maxAttempts: KMS_MAX_ATTEMPTS,
+    // Without timeouts a KMS that accepts connections but never answers holds the run for ever.
+    requestHandler: { connectionTimeout: timeoutMs, requestTimeout: timeoutMs, throwOnRequestTimeout: true, socketTimeout: timeoutMs },
     ...options.kmsClientConfig,
   })
-  countCalls(client, options.kmsCalls)
+  watchCalls(client, options, timeoutMs / 1000)
   return client
 }
 
-function countCalls(client: KMS, counts: KmsCallCounts): void {
+/** Errors about the caller or the endpoint, not about one message: every file would fail the same way. */
+const CREDENTIAL_ERRORS = new Set(['CredentialsProviderError', 'UnrecognizedClientException', 'InvalidSignatureException', 'ExpiredTokenException', 'IncompleteSignature', 'InvalidClientTokenId'])
+const KEY_ERRORS = new Set(['NotFoundException', 'AccessDeniedException', 'DisabledException', 'KMSInvalidStateException', 'InvalidKeyUsageException'])
+const NETWORK_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN', 'ETIMEDOUT', 'EPIPE'])
+
+/** The one-line run-wide error for `err`, or undefined when it concerns only this call. */
+export function runWideKmsError(err: unknown, timeoutSeconds: number, keyErrorsRunWide: boolean): EnvcryptError | undefined {
+  const e = err as { name?: string; code?: string; message?: string; $metadata?: { attempts?: number; httpStatusCode?: number } }
+  const attempts = e.$metadata?.attempts ?? KMS_MAX_ATTEMPTS
+  const answered = e.$metadata?.httpStatusCode !== undefined
+  const detail = (e.message ?? '').split('\n')[0]
+  if (!answered && (e.name === 'TimeoutError' || e.code === 'ETIMEDOUT' || /timed? ?out/i.test(detail))) {
+    return new EnvcryptError(`KMS did not answer within ${timeoutSeconds} s (${attempts} attempts); check the endpoint, or raise --kms-timeout / ENVCRYPT_KMS_TIMEOUT`)
+  }
+  if (!answered && e.code && NETWORK_CODES.has(e.code)) return new EnvcryptError(`KMS could not be reached (${e.code}, ${attempts} attempts)`)
+  if (e.name && CREDENTIAL_ERRORS.has(e.name)) return new EnvcryptError(`KMS refused the credentials or none were found (${e.name}: ${detail})`)
+  if (keyErrorsRunWide && e.name && KEY_ERRORS.has(e.name)) return new EnvcryptError(`KMS refused the key (${e.name}: ${detail})`)
+  return undefined
+}
+
+function watchCalls(client: KMS, options: KmsRunOptions & { kmsCalls: KmsCallCounts; keyErrorsRunWide?: boolean }, timeoutSeconds: number): void {
+  const counts = options.kmsCalls
+  const count = (operation: string) => (counts[operation] = (counts[operation] ?? 0) + 1)
   client.middlewareStack.add(
     (next, context) => async (args) => {
       const operation = String(context.commandName ?? 'Unknown').replace(/Command$/, '')
-      counts[operation] = (counts[operation] ?? 0) + 1
-      return next(args)
+      try {
+        const result = await next(args)
+        count(operation)
+        return result
+      } catch (err) {
+        // Only calls KMS answered count (a refusal too); one that never reached it does not.
+        if ((err as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode !== undefined) count(operation)
+        const runWide = runWideKmsError(err, timeoutSeconds, options.keyErrorsRunWide ?? true)
+        if (!runWide) throw err
+        options.onRunWideError?.(runWide)
+        throw runWide
+      }
     },
     { step: 'initialize', name: 'envcryptCountKmsCalls' },
   )

@@ -29,6 +29,12 @@ export interface TreeRun {
   /** Inputs being read, closed when the run is interrupted. */
   openSources: Set<ByteSource>
   warn: (message: string) => void
+  /** Set by the first error that will fail every file: files not started yet are then not attempted. */
+  stop: RunStop
+}
+
+export interface RunStop {
+  error?: EnvcryptError
 }
 
 type CommittableOutput = { commit(options: { noClobber: boolean }): Promise<void>; abort(): Promise<void> }
@@ -45,6 +51,10 @@ interface FileProgress {
 export async function processFile(run: TreeRun, file: PlannedFile): Promise<void> {
   const { options, summary } = run
   if (options.signal?.aborted) return
+  if (run.stop.error) {
+    summary.files_not_attempted = (summary.files_not_attempted ?? 0) + 1
+    return
+  }
   const event: FileEvent = { input: file.input.display, output: file.output.display, status: 'ok', bytesIn: 0, bytesOut: 0 }
   const progress: FileProgress = {}
   try {
@@ -190,7 +200,12 @@ async function recordFailure(run: TreeRun, file: PlannedFile, progress: FileProg
     await progress.writer.abort()
   }
   const interrupted = options.signal?.aborted
-  const message = interrupted ? 'interrupted' : describeError(err)
+  let message = interrupted ? 'interrupted' : describeError(err)
+  // Keyrings may wrap the run-wide error in their own message: it is reported once, by its own words.
+  if (run.stop.error && message.includes(run.stop.error.message)) {
+    message = run.stop.error.message
+    event.runWide = true
+  }
   event.status = 'failed'
   event.error = message
   if (interrupted) return

@@ -3,7 +3,7 @@
 import type { Writable } from 'node:stream'
 import type { CommitmentPolicyName } from '../message/algorithms.js'
 import type { ByteSource, EncryptMessageOptions, Engine, MessageResult } from '../message/engine.js'
-import type { KmsCallCounts, WrappingKeySpec } from '../keys/keyrings.js'
+import type { KmsCallCounts, KmsRunOptions, WrappingKeySpec } from '../keys/keyrings.js'
 import type { CachingSettings } from '../keys/materials.js'
 import type { ManifestEntry, Shard } from '../store/shard.js'
 import type { Store } from '../store/plan.js'
@@ -41,6 +41,8 @@ export interface CommonTreeOptions {
   engine?: 'pool' | 'js' | 'sdk'
   /** Extra KMS client settings (endpoint overrides in tests and benchmarks). */
   kmsClientConfig?: Record<string, unknown>
+  /** Seconds a KMS attempt may take to connect and to be answered (`--kms-timeout`). */
+  kmsTimeoutSeconds?: number
   /** Process only this shard of the inputs (`--shard I/N`). */
   shard?: Shard
   /** Work list replacing the listing of the single input root (`--manifest`). */
@@ -63,6 +65,8 @@ export interface MessageStageSetup {
   /** The run's KMS call counters: the stage's own keyrings count into the same summary. */
   kmsCalls: KmsCallCounts
   warn: (message: string) => void
+  /** The run's KMS timeout and run-wide error listener, for the stage's own keyrings. */
+  kms: KmsRunOptions
 }
 
 export interface MessageStage {
@@ -118,6 +122,8 @@ export interface FileEvent {
   bytesIn: number
   bytesOut: number
   error?: string
+  /** The file failed of the run-wide error that stopped the run (TreeSummary.stopped): reported once, not per file. */
+  runWide?: boolean
 }
 
 export interface TreeSummary {
@@ -130,6 +136,10 @@ export interface TreeSummary {
   failures: Array<{ input: string; error: string }>
   kms_calls: KmsCallCounts
   interrupted?: string
+  /** The error that stopped the run because it would fail every file (no credentials, KMS not answering, ...). */
+  stopped?: string
+  /** Files never started because the run stopped (present with `stopped`). */
+  files_not_attempted?: number
   /** Dry runs only: what would be done, file by file. */
   planned?: PlannedAction[]
 }
