@@ -25,7 +25,10 @@ import {
   type NodeMaterialsManager,
 } from '@aws-crypto/client-node'
 import { ContentAADString, ContentType, serializeFactory, serializeMessageHeaderAuth, serializeSignatureInfo } from '@aws-crypto/serialize'
-import { jsEngine, encryptWithMaterials, decryptWithMaterials, resolveEncryptionMaterials, resolveDecryptionMaterials, checkDecryptHeader } from '../src/message/engine-js.js'
+import { jsEngine } from '../src/message/engine-js.js'
+import { encryptWithMaterials } from '../src/message/encrypt.js'
+import { decryptWithMaterials } from '../src/message/decrypt.js'
+import { resolveEncryptionMaterials, resolveDecryptionMaterials, checkDecryptHeader } from '../src/message/resolve.js'
 import { sdkEngine, readHeader, type ByteSource, type DecryptMessageOptions, type EncryptMessageOptions } from '../src/message/engine.js'
 import { EnvcryptError, IntegrityError } from '../src/errors.js'
 

@@ -24,7 +24,10 @@ import {
   unwrapDataKey,
 } from '@aws-crypto/client-node'
 import { SignatureKey } from '@aws-crypto/material-management'
-import { decryptWithMaterials, deriveDataKey, encryptWithMaterials, jsEngine, keyDerivation } from '../src/message/engine-js.js'
+import { jsEngine } from '../src/message/engine-js.js'
+import { decryptWithMaterials } from '../src/message/decrypt.js'
+import { encryptWithMaterials } from '../src/message/encrypt.js'
+import { deriveDataKey, keyDerivation } from '../src/message/frames.js'
 import { readHeader } from '../src/message/engine.js'
 import { IntegrityError } from '../src/errors.js'
 import { nativeActive, nativeKernel, nativeLoadError, nativeStats } from '../src/message/native.js'

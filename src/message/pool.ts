@@ -22,7 +22,8 @@ import {
   type MessageResult,
 } from './engine.js'
 import { parseHeader } from './engine.js'
-import { checkDecryptHeader, jsEngine, resolveDecryptionMaterials, resolveEncryptionMaterials } from './engine-js.js'
+import { jsEngine } from './engine-js.js'
+import { checkDecryptHeader, resolveDecryptionMaterials, resolveEncryptionMaterials } from './resolve.js'
 import { EnvcryptError, IntegrityError, untilAborted } from '../errors.js'
 import { provideSigningKeyPairs } from '../keys/signing-keys.js'
 import type { DecryptFileTask, EncryptFileTask, FileBatch, FileTask, FileTaskResult } from './pool-worker.js'
