@@ -16,6 +16,7 @@ import { openMetadataSink, type Mode } from './message/metadata.js'
 import { planFiles, type PlannedFile } from './store/plan.js'
 import { dryRunActions } from './store/dry-run.js'
 import { processFile, type RunStop, type TreeRun } from './run/file.js'
+import { jobsWithinLimits } from './run/limits.js'
 import type { CommonTreeOptions, DecryptTreeOptions, EncryptTreeOptions, TreeSummary } from './run/options.js'
 
 export type * from './run/options.js'
@@ -77,7 +78,7 @@ async function runTree(mode: Mode, options: EncryptTreeOptions & DecryptTreeOpti
   }
   options.onPlan?.(planned.length, planned.reduce((sum, file) => sum + (file.input.size ?? 0), 0))
   const allByFile = !run.streamsOnly && planned.every((file) => file.input.localPath !== undefined && file.output.openTemporary)
-  const jobs = options.jobs ?? (allByFile ? defaultPoolJobs() : defaultJobs())
+  const jobs = jobsWithinLimits(options.jobs, allByFile ? defaultPoolJobs() : defaultJobs(), warn)
   const stopListening = listenForAbort(run, jobs)
   try {
     const limit = pLimit(jobs)

@@ -399,6 +399,9 @@ export function lazyWriter(open: () => Promise<OutputWriter>): OutputWriter {
       ensure().then((writer) => writer.stream.end(() => callback()), callback)
     },
   })
+  // Its errors reach the file's handling through the engine's writes and commit's finished(); an error
+  // emitted while no write is pending (ENOSPC on a flush) must not crash the process as an unhandled event.
+  stream.on('error', () => undefined)
   return {
     stream,
     async commit(options) {
