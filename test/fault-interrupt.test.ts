@@ -1,15 +1,29 @@
 // Interruption as a spec: a run killed at any point never leaves a partial file at a final path, and a re-run
 // (with or without --skip-existing) finishes the job. SIGINT/SIGTERM stop cleanly with a summary.
-import { beforeAll, describe, expect, it } from 'vitest'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs'
 import { join, relative } from 'node:path'
 import { createHash, randomBytes, randomInt } from 'node:crypto'
 import { spawnSync } from 'node:child_process'
 import { hostname } from 'node:os'
+import { localKmsEnv, startLocalKms, type LocalKms } from '../src/local-kms/server.js'
 import { rawAesKey, readJsonLines, runCli, tempDir, writeTree } from './helpers/cli.js'
 import { expectUntouched, spawnCli, temporariesUnder, waitFor } from './helpers/faults.js'
 
 const FILES = 200
+
+// The tree runs use a KMS key on the project's local KMS, so a test can stop a run at an exact point: after
+// holdAfter(N) the endpoint answers N more GenerateDataKey calls and holds the rest, so exactly N files can finish
+// and the signal always lands mid-run (no race with a fast machine, no sleep).
+let kms: LocalKms
+let kmsKey: string[]
+let env: Record<string, string>
+beforeAll(async () => {
+  kms = await startLocalKms()
+  kmsKey = ['-w', `key=${await kms.createKey('fault-interrupt')}`]
+  env = localKmsEnv(kms)
+})
+afterAll(() => kms?.close())
 
 /** 200 small files (a few larger ones keep outputs in flight) and a key. */
 function setup() {
@@ -17,7 +31,7 @@ function setup() {
   const files: Record<string, Buffer> = {}
   for (let i = 0; i < FILES; i++) files[`d${i % 4}/f${String(i).padStart(3, '0')}.bin`] = randomBytes(i % 50 === 0 ? 1_500_000 : 1000 + randomInt(20_000))
   writeTree(join(dir, 'in'), files)
-  return { dir, input: join(dir, 'in'), key: rawAesKey(dir), files }
+  return { dir, input: join(dir, 'in'), key: { spec: kmsKey }, files }
 }
 
 /** Regular files under root other than temporaries; safe while a run is still renaming files into place. */
@@ -40,19 +54,35 @@ function finalOutputs(root: string): string[] {
   return found.sort()
 }
 
+/** Start `args` with the local KMS answering `stopAfter` data keys only; once exactly that many outputs are at
+ *  their final paths (nothing else can finish), send `signal`. The KMS answers everything again afterwards. */
+async function signalAfterOutputs(args: string[], out: string, stopAfter: number, signal: NodeJS.Signals) {
+  kms.holdAfter(stopAfter)
+  try {
+    const run = spawnCli(args, { env })
+    const reached = await waitFor(() => finalOutputs(out).length >= stopAfter || run.child.exitCode !== null, 120_000, 5)
+    expect(reached, `${stopAfter} outputs written`).toBe(true)
+    expect(run.child.exitCode, 'the run was still going when the signal was sent').toBe(null)
+    run.child.kill(signal)
+    const result = await run.result
+    expect(result.signal ?? result.code, `stopped by ${signal}`).toBe(signal === 'SIGKILL' ? 'SIGKILL' : 128 + (signal === 'SIGTERM' ? 15 : 2))
+    const finals = finalOutputs(out)
+    expect(finals, 'only the files that got a data key finished').toHaveLength(stopAfter)
+    return { result, finals }
+  } finally {
+    kms.holdAfter(undefined)
+  }
+}
+
 /** Start an encrypt of the tree, SIGKILL it once `killAfter` outputs exist; returns the outputs then present. */
 async function killDuringEncrypt(ctx: ReturnType<typeof setup>, out: string, killAfter: number) {
-  const run = spawnCli(['-e', '-r', '-i', ctx.input, '-o', out, ...ctx.key.spec, '-S', '-j', '4'])
-  await waitFor(() => finalOutputs(out).length >= killAfter || run.child.exitCode !== null, 30_000, 2)
-  run.child.kill('SIGKILL')
-  const result = await run.result
-  return { result, finals: finalOutputs(out), temporaries: existsSync(out) ? temporariesUnder(out) : [] }
+  return signalAfterOutputs(['-e', '-r', '-i', ctx.input, '-o', out, ...ctx.key.spec, '-S', '-j', '4'], out, killAfter, 'SIGKILL')
 }
 
 /** Decrypt `enc` (a tree of outputs, possibly with stray temporaries) and check each against its input. */
 async function expectEveryOutputDecrypts(ctx: ReturnType<typeof setup>, enc: string, expected: string[]) {
   const dec = join(ctx.dir, `dec-${randomBytes(4).toString('hex')}`)
-  const result = await runCli(['-d', '-r', '-i', enc, '-o', dec, '--suffix', ...ctx.key.spec, '-S', '-q'])
+  const result = await runCli(['-d', '-r', '-i', enc, '-o', dec, '--suffix', ...ctx.key.spec, '-S', '-q'], { env })
   expect(result.stderr).toBe('')
   expect(result.code).toBe(0)
   expect(finalOutputs(dec)).toEqual(expected)
@@ -72,9 +102,7 @@ describe('SIGKILL at a random point of a 200-file encrypt', () => {
     await expectUntouched([ctx.input], async () => {
       const out = join(ctx.dir, 'enc-rerun')
       const killAfter = 5 + randomInt(150)
-      const { result, finals } = await killDuringEncrypt(ctx, out, killAfter)
-      expect(result.signal, `killed after ${killAfter} outputs`).toBe('SIGKILL')
-      expect(finals.length).toBeLessThan(FILES)
+      const { finals } = await killDuringEncrypt(ctx, out, killAfter)
       // Besides whatever the kill left mid-write: a temporary of another dead process of this host, and one of
       // another host (which must be left alone: its owner may be alive).
       const hostTag = createHash('sha256').update(hostname()).digest('hex').slice(0, 8)
@@ -85,7 +113,7 @@ describe('SIGKILL at a random point of a 200-file encrypt', () => {
       writeFileSync(foreignTemporary, 'partial')
       await expectEveryOutputDecrypts(ctx, out, finals.map((rel) => rel))
 
-      const rerun = await runCli(['-e', '-r', '-i', ctx.input, '-o', out, ...ctx.key.spec, '-S', '-j', '4', '--summary', '-'])
+      const rerun = await runCli(['-e', '-r', '-i', ctx.input, '-o', out, ...ctx.key.spec, '-S', '-j', '4', '--summary', '-'], { env })
       expect(rerun.code).toBe(0)
       expect(JSON.parse(rerun.stdout.toString())).toMatchObject({ files_ok: FILES, files_failed: 0 })
       expect(finalOutputs(out)).toEqual(allOutputs())
@@ -101,7 +129,7 @@ describe('SIGKILL at a random point of a 200-file encrypt', () => {
       const killAfter = 5 + randomInt(150)
       const { finals } = await killDuringEncrypt(ctx, out, killAfter)
       const before = new Map(finals.map((rel) => [rel, statSync(join(out, rel))]))
-      const resumed = await runCli(['-e', '-r', '-i', ctx.input, '-o', out, ...ctx.key.spec, '-S', '-j', '4', '--skip-existing', '--summary', '-'])
+      const resumed = await runCli(['-e', '-r', '-i', ctx.input, '-o', out, ...ctx.key.spec, '-S', '-j', '4', '--skip-existing', '--summary', '-'], { env })
       expect(resumed.code).toBe(0)
       expect(JSON.parse(resumed.stdout.toString())).toMatchObject({ files_ok: FILES - finals.length, files_skipped: finals.length, files_failed: 0 })
       for (const [rel, info] of before) {
@@ -145,13 +173,8 @@ describe('SIGINT and SIGTERM stop cleanly', () => {
       const summaryPath = join(ctx.dir, 'summary.json')
       const metadataPath = join(ctx.dir, 'metadata.jsonl')
       await expectUntouched([ctx.input], async () => {
-        const run = spawnCli(['-e', '-r', '-i', ctx.input, '-o', out, ...ctx.key.spec, ...jobs, '--metadata-output', metadataPath, '--summary', summaryPath])
-        await waitFor(() => finalOutputs(out).length >= 20 || run.child.exitCode !== null, 30_000, 2)
-        run.child.kill('SIGTERM')
-        const result = await run.result
-        const finals = finalOutputs(out)
-        if (finals.length === FILES) return // finished before the signal arrived: nothing to check
-        expect(result.code).toBe(143)
+        const args = ['-e', '-r', '-i', ctx.input, '-o', out, ...ctx.key.spec, ...jobs, '--metadata-output', metadataPath, '--summary', summaryPath]
+        const { finals } = await signalAfterOutputs(args, out, 20, 'SIGTERM')
         expect(temporariesUnder(out)).toEqual([])
         const summary = JSON.parse(readFileSync(summaryPath, 'utf8'))
         expect(summary).toMatchObject({ interrupted: 'SIGTERM', files_failed: 0 })

@@ -26,6 +26,8 @@ export interface KmsService {
   countCall(name: string): void
   /** Called as each request is received and once it is answered (the peak of requests in flight). */
   requestStarted(): void
+  /** Resolves when the request may be answered (holdAfter in server.ts holds it until then). */
+  admit(): Promise<void>
   requestEnded(): void
   /** Writes the state file; resolves once the change is on disk. */
   persist(): Promise<void>
@@ -102,6 +104,7 @@ export async function handleRequest(service: KmsService, request: http.IncomingM
     const body = await readBody(request)
     // Each request sleeps on its own timer, so latency never serialises concurrent requests.
     if (service.latencyMs > 0) await sleep(service.latencyMs)
+    await service.admit()
     if (service.isClosed()) {
       response.destroy()
       return

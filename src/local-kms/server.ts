@@ -57,6 +57,11 @@ export interface LocalKms {
   /** The most requests that were being handled at one moment (received, not yet answered) since the last
    *  resetCounts(): shows whether concurrent clients are served concurrently. */
   peakConcurrentRequests(): number
+  /**
+   * Answer at most `requests` more requests and hold the later ones, unanswered, until `holdAfter(undefined)`
+   * (or close()). Tests use it to stop a run at an exact point: after N data keys, nothing else can finish.
+   */
+  holdAfter(requests: number | undefined): void
   resetCounts(): void
   /** Stops listening, drops keep-alive connections and waits for pending state-file writes. */
   close(): Promise<void>
@@ -117,6 +122,14 @@ export async function startLocalKms(options: LocalKmsOptions = {}): Promise<Loca
   let callCounts: Record<string, number> = {}
   let concurrentRequests = 0
   let peakConcurrentRequests = 0
+  // holdAfter(): how many more requests may be answered (undefined: no limit), and the held ones' wake-ups.
+  let answerable: number | undefined
+  let held: Array<() => void> = []
+  const releaseHeld = (): void => {
+    const wake = held
+    held = []
+    for (const resolve of wake) resolve()
+  }
   const faultRandom = seededRandom(options.throttleSeed ?? 1)
   let closed = false
   const service: KmsService = {
@@ -130,6 +143,10 @@ export async function startLocalKms(options: LocalKmsOptions = {}): Promise<Loca
     },
     requestStarted() {
       peakConcurrentRequests = Math.max(peakConcurrentRequests, ++concurrentRequests)
+    },
+    async admit() {
+      while (answerable !== undefined && answerable <= 0) await new Promise<void>((resolve) => held.push(resolve))
+      if (answerable !== undefined) answerable--
     },
     requestEnded() {
       concurrentRequests--
@@ -164,12 +181,18 @@ export async function startLocalKms(options: LocalKmsOptions = {}): Promise<Loca
     },
     counts: () => ({ ...callCounts }),
     peakConcurrentRequests: () => peakConcurrentRequests,
+    holdAfter(requests) {
+      answerable = requests
+      releaseHeld()
+    },
     resetCounts() {
       callCounts = {}
       peakConcurrentRequests = concurrentRequests
     },
     async close() {
       closed = true
+      answerable = undefined
+      releaseHeld()
       const stopped = new Promise<void>((resolve) => server.close(() => resolve()))
       server.closeAllConnections()
       await stopped
