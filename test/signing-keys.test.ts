@@ -13,7 +13,7 @@ import {
   RawAesWrappingSuiteIdentifier,
   buildClient,
 } from '@aws-crypto/client-node'
-import { ecPrivateKeyPem, nextSigningKeyPair, provideSigningKeyPairs, signingKeyStats } from '../src/keys/signing-keys.js'
+import { ecPrivateKeyPem, ecPublicKeyPem, nextSigningKeyPair, provideSigningKeyPairs, signingKeyStats } from '../src/keys/signing-keys.js'
 import { buildMaterialsManager } from '../src/keys/materials.js'
 import { makeSigningKeyPairs } from '../src/message/pool-worker.js'
 
@@ -21,6 +21,7 @@ import { makeSigningKeyPairs } from '../src/message/pool-worker.js'
 const require = createRequire(import.meta.url)
 const sdkPem = require('@aws-crypto/material-management/build/main/src/pem_helpers.js') as {
   privateKeyPem(curve: string, privateKey: Buffer, publicKey: Buffer): string
+  publicKeyPem(curve: string, publicKey: Buffer): string
 }
 
 const keyring = new RawAesKeyringNode({
@@ -49,6 +50,10 @@ describe('ecPrivateKeyPem', () => {
         const exported = createPublicKey(createPrivateKey(pem)).export({ format: 'jwk' })
         const uncompressed = ecdh.getPublicKey()
         expect(Buffer.from(exported.x!, 'base64url').equals(uncompressed.subarray(1, 1 + field))).toBe(true)
+        // The verification side: the SPKI PEM of the uncompressed point, as the SDK's publicKeyPem.
+        const spki = ecPublicKeyPem(curve, uncompressed)
+        expect(spki).toBe(sdkPem.publicKeyPem(curve, uncompressed))
+        expect(createPublicKey(spki).export({ format: 'jwk' }).y).toBe(exported.y)
       }
     })
   }
@@ -107,5 +112,33 @@ describe('the materials manager with a key pair source', () => {
     }
     expect(seen.size).toBe(5)
     expect(new NodeAlgorithmSuite(SIGNED).signatureCurve).toBe('secp384r1')
+  })
+})
+
+describe('the raw AES keyring (-w provider=raw-aes) with its synchronous data keys', () => {
+  it('gives every message its own data key, and the SDK\'s own raw AES keyring decrypts them', async () => {
+    const { writeFileSync, mkdtempSync } = await import('node:fs')
+    const { tmpdir } = await import('node:os')
+    const { join } = await import('node:path')
+    const { buildKeyring, parseWrappingKeySpec } = await import('../src/keys/keyrings.js')
+    const dir = mkdtempSync(join(tmpdir(), 'envcrypt-keyring-'))
+    const keyBytes = randomBytes(32)
+    writeFileSync(join(dir, 'key.bin'), keyBytes, { mode: 0o600 })
+    const spec = parseWrappingKeySpec(['provider=raw-aes', 'namespace=envcrypt', 'key=k1', `material=file://${join(dir, 'key.bin')}`])
+    const setup = buildKeyring([spec], 'encrypt', { kmsCalls: {}, warn: () => undefined })
+    const sdkKeyring = new RawAesKeyringNode({ keyName: 'k1', keyNamespace: 'envcrypt', unencryptedMasterKey: new Uint8Array(keyBytes), wrappingSuite: RawAesWrappingSuiteIdentifier.AES256_GCM_IV12_TAG16_NO_PADDING })
+    const client = buildClient(CommitmentPolicy.REQUIRE_ENCRYPT_REQUIRE_DECRYPT)
+    const dataKeys = new Set<string>()
+    for (let i = 0; i < 70; i++) {
+      const material = await setup.keyring.onEncrypt(new (await import('@aws-crypto/client-node')).NodeEncryptionMaterial(new NodeAlgorithmSuite(SIGNED), {}))
+      const key = Buffer.from((await import('@aws-crypto/client-node')).unwrapDataKey(material.getUnencryptedDataKey()))
+      expect(key).toHaveLength(32)
+      dataKeys.add(key.toString('hex'))
+      material.zeroUnencryptedDataKey()
+    }
+    expect(dataKeys.size).toBe(70)
+    const { result } = await client.encrypt(setup.keyring, Buffer.from('wrapped here'))
+    expect(Buffer.from((await client.decrypt(sdkKeyring, result)).plaintext).toString()).toBe('wrapped here')
+    setup.dispose()
   })
 })

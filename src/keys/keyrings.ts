@@ -1,7 +1,7 @@
 // Every `-w/--wrapping-keys` spec becomes a keyring here, and nowhere else (as age's parse.go).
 // Key material is only ever read from files named by `material=file://PATH`, never from argv.
 import { readFileSync, statSync } from 'node:fs'
-import { createPrivateKey, createPublicKey, constants as cryptoConstants } from 'node:crypto'
+import { createPrivateKey, createPublicKey, randomFillSync, constants as cryptoConstants } from 'node:crypto'
 import { homedir } from 'node:os'
 import {
   KmsKeyringNode,
@@ -9,7 +9,9 @@ import {
   RawAesKeyringNode,
   RawAesWrappingSuiteIdentifier,
   RawRsaKeyringNode,
+  KeyringTraceFlag,
   type KeyringNode,
+  type NodeEncryptionMaterial,
 } from '@aws-crypto/client-node'
 import { KMS } from '@aws-sdk/client-kms'
 import { EnvcryptError, UsageError } from '../errors.js'
@@ -197,6 +199,34 @@ function readKeyFile(spec: WrappingKeySpec, options: KeyringOptions): Buffer {
   }
 }
 
+// Data keys for the raw AES keyring, filled 64 at a time and each zeroed in the pool once handed out.
+const dataKeyPool = Buffer.alloc(64 * 32)
+let dataKeyPoolLeft = 0
+function freshDataKey(length: number): Uint8Array {
+  if (dataKeyPoolLeft < length) {
+    randomFillSync(dataKeyPool)
+    dataKeyPoolLeft = dataKeyPool.length
+  }
+  dataKeyPoolLeft -= length
+  const slot = dataKeyPool.subarray(dataKeyPoolLeft, dataKeyPoolLeft + length)
+  const key = new Uint8Array(slot)
+  slot.fill(0)
+  return key
+}
+
+/** The SDK's raw AES keyring, except that it makes a data key with a synchronous random fill: the SDK's
+ *  `randomBytes(n, callback)` costs the main thread a thread-pool round trip per message, several times
+ *  the 32 random bytes. Same trace and wrapping (`_wrapKey` is the SDK's). */
+class RawAesKeyring extends RawAesKeyringNode {
+  override _onEncrypt = async function (this: RawAesKeyring, material: NodeEncryptionMaterial): Promise<NodeEncryptionMaterial> {
+    if (!material.hasUnencryptedDataKey) {
+      const trace = { keyName: this.keyName, keyNamespace: this.keyNamespace, flags: KeyringTraceFlag.WRAPPING_KEY_GENERATED_DATA_KEY }
+      material.setUnencryptedDataKey(freshDataKey(material.suite.keyLengthBytes), trace)
+    }
+    return this._wrapKey(material)
+  }
+}
+
 function rawAesKeyring(spec: WrappingKeySpec, options: KeyringOptions): KeyringNode {
   const material = readKeyFile(spec, options)
   const wrappingSuite = {
@@ -207,7 +237,7 @@ function rawAesKeyring(spec: WrappingKeySpec, options: KeyringOptions): KeyringN
   if (!wrappingSuite) {
     throw new UsageError(`-w/--wrapping-keys: key file ${spec.materialPath} holds ${material.length} bytes; a raw AES key is 16, 24 or 32 raw bytes (make one with: envcrypt keygen --out PATH)`)
   }
-  return new RawAesKeyringNode({
+  return new RawAesKeyring({
     keyName: spec.keys[0],
     keyNamespace: spec.namespace,
     unencryptedMasterKey: new Uint8Array(material),

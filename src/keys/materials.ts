@@ -14,7 +14,7 @@ import { CommitmentPolicySuites, NodeAlgorithmSuite, NodeDecryptionMaterial, Nod
 import { SignatureKey, VerificationKey } from '@aws-crypto/material-management'
 import { ENCODED_SIGNER_KEY } from '@aws-crypto/serialize'
 import { IntegrityError, UsageError } from '../errors.js'
-import { ecPrivateKeyPem, nextSigningKeyPair, takeSigningKeyPair, type SigningKeyPair } from './signing-keys.js'
+import { ecPrivateKeyPem, ecPublicKeyPem, nextSigningKeyPair, takeSigningKeyPair, type SigningKeyPair } from './signing-keys.js'
 
 /** The SDK's default materials manager, except that a signed message's public key (compressed in its
  *  encryption context) is decompressed by OpenSSL (`ECDH.convertKey`, ~0.05 ms for P-384) instead of the SDK's
@@ -61,7 +61,7 @@ export class DefaultMaterialsManager extends NodeDefaultCryptographicMaterialsMa
     } catch {
       throw new IntegrityError(`the message's public signing key (${ENCODED_SIGNER_KEY} in its encryption context) is not a point on ${curve}`)
     }
-    return new NodeDecryptionMaterial(suite, encryptionContext).setVerificationKey(new VerificationKey(new Uint8Array(point), suite))
+    return new NodeDecryptionMaterial(suite, encryptionContext).setVerificationKey(new VerificationKey(ecPublicKeyPem(curve, point) as unknown as Uint8Array, suite))
   }
 }
 

@@ -130,14 +130,30 @@ export function takeSigningKeyPair(curve: string): SigningKeyPair {
 export function ecPrivateKeyPem(curve: string, scalar: Uint8Array, compressPoint: Uint8Array): string {
   const oid = CURVE_OIDS[curve]
   if (!oid) throw new Error(`unsupported curve ${curve}`)
-  const tlv = (tag: number, ...parts: Uint8Array[]) => {
-    const body = Buffer.concat(parts)
-    if (body.length > 127) throw new Error('internal: key too long for a one-byte DER length')
-    return Buffer.concat([Buffer.from([tag, body.length]), body])
-  }
+  const tlv = derTlv
   const der = tlv(0x30, Buffer.from([0x02, 0x01, 0x01]), tlv(0x04, scalar), tlv(0xa0, oid), tlv(0xa1, tlv(0x03, Buffer.from([0]), compressPoint)))
   const base64 = der.toString('base64')
   der.fill(0)
   const lines = base64.match(/.{1,64}/g) ?? []
   return ['-----BEGIN EC PRIVATE KEY-----', ...lines, '-----END EC PRIVATE KEY-----', ''].join('\n')
+}
+
+/** DER of the id-ecPublicKey algorithm OID (SPKI). */
+const EC_PUBLIC_KEY_OID = Buffer.from('06072a8648ce3d0201', 'hex')
+
+/** The SPKI "PUBLIC KEY" PEM the SDK's VerificationKey holds (its pem_helpers publicKeyPem, asn1.js at ~0.4 ms
+ *  a key on the main thread for every signed message it decrypts): SEQUENCE { SEQUENCE { id-ecPublicKey,
+ *  curve OID }, BIT STRING point }. Every length is below 128 for the SDK's curves. */
+export function ecPublicKeyPem(curve: string, point: Uint8Array): string {
+  const oid = CURVE_OIDS[curve]
+  if (!oid) throw new Error(`unsupported curve ${curve}`)
+  const der = derTlv(0x30, derTlv(0x30, EC_PUBLIC_KEY_OID, oid), derTlv(0x03, Buffer.from([0]), point))
+  const lines = der.toString('base64').match(/.{1,64}/g) ?? []
+  return ['-----BEGIN PUBLIC KEY-----', ...lines, '-----END PUBLIC KEY-----', ''].join('\n')
+}
+
+function derTlv(tag: number, ...parts: Uint8Array[]): Buffer {
+  const body = Buffer.concat(parts)
+  if (body.length > 127) throw new Error('internal: key too long for a one-byte DER length')
+  return Buffer.concat([Buffer.from([tag, body.length]), body])
 }
