@@ -19,6 +19,7 @@ import { SignatureKey, VerificationKey } from '@aws-crypto/material-management'
 import { readHeader, type ByteSource } from './engine.js'
 import { decryptWithMaterials } from './decrypt.js'
 import { encryptWithMaterials } from './encrypt.js'
+import type { MessageHeader } from '@aws-crypto/serialize'
 import { describeError, EnvcryptError, IntegrityError } from '../errors.js'
 import { writeTemporaryFile, WriteStopped, type TemporaryTarget } from '../store/local.js'
 import { checkInputUnchanged, InputChangedError, type PlannedInput } from '../store/input-check.js'
@@ -86,7 +87,15 @@ export interface FileBatch {
 }
 
 export type FileTaskResult =
-  | { ok: true; bytesIn: number; bytesOut: number; /** encrypt: the header written, with its auth */ headerBytes?: Uint8Array }
+  | {
+      ok: true
+      bytesIn: number
+      bytesOut: number
+      /** encrypt: the header written, with its auth (the JavaScript loop) */
+      headerBytes?: Uint8Array
+      /** encrypt: the header as built (the native small-file path; parsing it again costs the main thread ~0.1 ms) */
+      header?: MessageHeader
+    }
   | { ok: false; error: string; integrity: boolean; interrupted?: boolean }
 
 /** (Exported for tests.) The input file as a byte source of fresh buffers (the decrypt reader keeps references across reads): at

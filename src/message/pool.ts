@@ -276,7 +276,7 @@ export const poolEngine: FileEngine = {
       material.zeroUnencryptedDataKey()
     }
     const result = await runInWorker(task, options.plaintextLength, openOutput, options.signal)
-    const parsed = result.headerBytes && parseHeader(result.headerBytes)
+    const parsed = result.header ? { header: result.header } : result.headerBytes && parseHeader(result.headerBytes)
     if (!parsed) throw new EnvcryptError('internal: the worker returned no message header')
     return { header: parsed.header, bytesIn: result.bytesIn, bytesOut: result.bytesOut }
   },

@@ -38,7 +38,7 @@ export interface SmallEncryptTask {
 }
 
 export type SmallFileResult =
-  | { ok: true; bytesIn: number; bytesOut: number; headerBytes: Uint8Array }
+  | { ok: true; bytesIn: number; bytesOut: number; header: MessageHeader }
   | { ok: false; error: unknown; interrupted?: boolean }
 
 interface SealJob {
@@ -151,7 +151,7 @@ export function signingScalarOf(pem: string, fieldBytes: number): Buffer | undef
 const FIELD_BYTES: Record<string, number> = { secp384r1: 48, prime256v1: 32 }
 
 /** The native job for `task` plus the parsed header, or undefined when this task is not one for the native path. */
-export function prepareSmallEncrypt(task: SmallEncryptTask): { job: SealJob; header: MessageHeader; rawHeader: Buffer } | undefined {
+export function prepareSmallEncrypt(task: SmallEncryptTask): { job: SealJob; header: MessageHeader } | undefined {
   const { plaintextLength, frameLength } = task
   if (plaintextLength === undefined || !(plaintextLength >= 0 && plaintextLength <= SMALL_FILE_MAX_BYTES)) return undefined
   if (!(Number.isInteger(frameLength) && frameLength >= 1 && frameLength <= 0xffffffff)) return undefined
@@ -196,7 +196,7 @@ export function prepareSmallEncrypt(task: SmallEncryptTask): { job: SealJob; hea
     noClobber: output.noClobber,
     namedTemporary: smallFileOptions.namedTemporary,
   }
-  return { job, header, rawHeader }
+  return { job, header }
 }
 
 const ERRNO_NAMES = new Map(Object.entries(osConstants.errno).map(([name, number]) => [number, name]))
@@ -213,11 +213,11 @@ function systemError(outcome: SealOutcome): Error {
 }
 
 /** What an outcome means for the file (errors as values: the worker reports them as data). */
-function resultOf(outcome: SealOutcome, rawHeader: Buffer, errors: SmallFileErrors): SmallFileResult {
+function resultOf(outcome: SealOutcome, header: MessageHeader, errors: SmallFileErrors): SmallFileResult {
   switch (outcome.kind) {
     case 'ok':
       smallFileStats.files++
-      return { ok: true, bytesIn: outcome.bytesIn, bytesOut: outcome.bytesOut, headerBytes: new Uint8Array(Buffer.concat([rawHeader, outcome.headerAuth!])) }
+      return { ok: true, bytesIn: outcome.bytesIn, bytesOut: outcome.bytesOut, header }
     case 'system':
       return { ok: false, error: systemError(outcome) }
     case 'changed':
@@ -241,13 +241,13 @@ export interface SmallFileErrors {
 /** Seal the prepared files in one native call. Keys are zeroed before this returns. */
 export function sealSmallEncrypts(
   kernel: SmallFileKernel,
-  prepared: Array<{ job: SealJob; rawHeader: Buffer }>,
+  prepared: Array<{ job: SealJob; header: MessageHeader }>,
   stop: Int32Array,
   errors: SmallFileErrors,
 ): SmallFileResult[] {
   try {
     const outcomes = kernel.sealSmallFiles(prepared.map((p) => p.job), FRAME_STRING, FINAL_FRAME_STRING, stop)
-    return outcomes.map((outcome, i) => resultOf(outcome, prepared[i]!.rawHeader, errors))
+    return outcomes.map((outcome, i) => resultOf(outcome, prepared[i]!.header, errors))
   } finally {
     for (const { job } of prepared) {
       job.key.fill(0)
