@@ -13,11 +13,12 @@ import type { KMS } from '@aws-sdk/client-kms'
 import type { ByteSource } from './message/engine.js'
 import { describeError, EnvcryptError, UsageError } from './errors.js'
 import type { InputItem } from './store/local.js'
-import { createKmsClient, type KmsCallCounts } from './keys/keyrings.js'
+import { createKmsClient, parseWrappingKeySpec, type KmsCallCounts, type WrappingKeySpec } from './keys/keyrings.js'
+import { decryptBody, hasEnvelope, INSTRUCTION_SUFFIX, parseEnvelope, rsaPrivateKeyFrom, unwrapContentKey, type S3ecKeys } from './store/s3ec.js'
 import type { Store } from './store/plan.js'
 import { encryptTree, type EncryptTreeOptions, type SourceTransformer, type TreeSummary } from './tree.js'
 
-export const LEGACY_SCHEMES = ['cloudonaut-v1', 'openssl-kms', 'ddb-ctr'] as const
+export const LEGACY_SCHEMES = ['cloudonaut-v1', 'openssl-kms', 'ddb-ctr', 's3ec'] as const
 export type LegacyScheme = (typeof LEGACY_SCHEMES)[number]
 
 /** Encryption-context key naming the scheme a message was migrated from. */
@@ -44,6 +45,10 @@ export interface MigrateTreeOptions extends Omit<EncryptTreeOptions, 'transformS
   /** Where the legacy data keys' KMS key lives, if not the standard chain's region/profile. */
   legacyRegion?: string
   legacyProfile?: string
+  /** s3ec: the keys the objects' data keys may be unwrapped with (-W); KMS keys limit discovery. */
+  fromWrappingKeys?: Array<WrappingKeySpec | string[]>
+  /** s3ec: read AES-CBC (v1) objects, which carry no authentication. */
+  allowLegacyS3ecV1?: boolean
 }
 
 /** Runs the migration; one summary as encryptTree's, KMS calls for the legacy data keys included. */
@@ -58,7 +63,7 @@ export async function migrateTree(options: MigrateTreeOptions): Promise<TreeSumm
   const kms = createKmsClient({ region: options.legacyRegion, profile: options.legacyProfile, kmsCalls: legacyKmsCalls, kmsClientConfig: options.kmsClientConfig })
   const dataKeys = dataKeyUnwrapper(kms)
   try {
-    const decode = await legacyDecoder(options, dataKeys.unwrap)
+    const decode = await legacyDecoder(options, dataKeys.unwrap, kms)
     const transformSource: SourceTransformer = async (input, raw) => {
       const hash = options.deleteSource ? createHash('sha256') : undefined
       const plaintext = decode(input, raw)
@@ -95,6 +100,7 @@ function checkSchemeOptions(options: MigrateTreeOptions): void {
     throw new UsageError('--data-key-file and --data-key-suffix exclude each other')
   }
   if (options.dataKeySuffix === '') throw new UsageError('--data-key-suffix must not be empty')
+  if (from !== 's3ec' && (options.fromWrappingKeys?.length || options.allowLegacyS3ecV1)) throw new UsageError('-W/--from-wrapping-keys and --allow-legacy-s3ec-v1 apply to --from s3ec only')
   if (from === 'ddb-ctr' && options.keyIndex === undefined) throw new UsageError('--from ddb-ctr needs --key-index FILE (the `aws dynamodb scan --output json` export)')
   if (from !== 'ddb-ctr' && options.keyIndex !== undefined) throw new UsageError('--key-index applies to --from ddb-ctr only')
 }
@@ -103,7 +109,10 @@ function checkSchemeOptions(options: MigrateTreeOptions): void {
 function inputSelector(options: MigrateTreeOptions): (input: InputItem) => boolean {
   const keyFiles = new Set([options.dataKeyFile, options.keyIndex].filter((p) => p !== undefined).map((p) => resolve(p)))
   const perFileSuffix = options.from === 'openssl-kms' && options.dataKeyFile === undefined ? (options.dataKeySuffix ?? DEFAULT_DATA_KEY_SUFFIX) : undefined
-  return (input) => !keyFiles.has(input.display) && !(perFileSuffix && input.display.endsWith(perFileSuffix))
+  // S3EC instruction files are envelopes of their objects, not inputs.
+  const envelopeSuffix = options.from === 's3ec' ? INSTRUCTION_SUFFIX : undefined
+  return (input) =>
+    !keyFiles.has(input.display) && !(perFileSuffix && input.display.endsWith(perFileSuffix)) && !(envelopeSuffix && input.display.endsWith(envelopeSuffix))
 }
 
 // ---------- data keys ----------
@@ -146,8 +155,12 @@ function dataKeyUnwrapper(kms: KMS): { unwrap: Unwrap; wipe(): void } {
 
 type Decode = (input: InputItem, raw: ByteSource) => AsyncGenerator<Buffer>
 
-async function legacyDecoder(options: MigrateTreeOptions, unwrap: Unwrap): Promise<Decode> {
+async function legacyDecoder(options: MigrateTreeOptions, unwrap: Unwrap, kms: KMS): Promise<Decode> {
   switch (options.from) {
+    case 's3ec': {
+      const keys = await s3ecKeys(options, kms)
+      return (input, raw) => decodeS3ec(input, raw, keys, options.stores ?? [])
+    }
     case 'cloudonaut-v1':
       return (_input, raw) => decodeCloudonautV1(raw, unwrap)
     case 'openssl-kms': {
@@ -386,4 +399,58 @@ async function verifyThenRemove(input: InputItem, plaintextHash: Hash, decryptIn
   if (!timingSafeEqual(expected, check.digest())) throw new EnvcryptError('written, but it decrypts to different bytes, so the source was kept')
   if (!input.remove) throw new EnvcryptError('written and verified, but this input cannot be deleted, so the source was kept')
   await input.remove()
+}
+
+// ---------- s3ec: objects of the Amazon S3 Encryption Client (store/s3ec.ts) ----------
+
+async function s3ecKeys(options: MigrateTreeOptions, kms: KMS): Promise<S3ecKeys> {
+  const specs = (options.fromWrappingKeys ?? []).map((spec) => (Array.isArray(spec) ? parseWrappingKeySpec(spec) : spec))
+  const keys: S3ecKeys = { kms, kmsKeyIds: [], allowLegacyCbc: options.allowLegacyS3ecV1 ?? false }
+  for (const spec of specs) {
+    if (spec.provider === 'aws-kms') keys.kmsKeyIds = [...keys.kmsKeyIds, ...spec.keys]
+    else if (spec.provider === 'raw-aes') keys.aesKey = await readKeyFile(spec.materialPath!)
+    else keys.rsaPrivateKey = rsaPrivateKeyFrom(await readKeyFile(spec.materialPath!), spec.materialPath!)
+  }
+  if (keys.aesKey && ![16, 24, 32].includes(keys.aesKey.length)) throw new UsageError(`-W/--from-wrapping-keys: the AES key file holds ${keys.aesKey.length} bytes (16, 24 or 32)`)
+  return keys
+}
+
+async function readKeyFile(path: string): Promise<Buffer> {
+  try {
+    return await readFile(path)
+  } catch (err) {
+    throw new UsageError(`-W/--from-wrapping-keys: cannot read key file ${path} (${(err as NodeJS.ErrnoException).code ?? 'error'})`)
+  }
+}
+
+/** One S3EC object: the envelope from its metadata, else from KEY.instruction; then the body's plaintext. */
+async function* decodeS3ec(input: InputItem, raw: ByteSource, keys: S3ecKeys, stores: readonly Store[]): AsyncGenerator<Buffer> {
+  const metadata = (raw as { userMetadata?: Record<string, string> }).userMetadata ?? {}
+  const envelope = hasEnvelope(metadata)
+    ? parseEnvelope(metadata, 'metadata', input.display)
+    : parseEnvelope(await readInstructionFile(input, stores), 'instruction file', input.display)
+  const contentKey = await unwrapContentKey(envelope, keys, input.display)
+  try {
+    yield* decryptBody(envelope, contentKey, raw, keys, input.display)
+  } finally {
+    contentKey.fill(0)
+  }
+}
+
+async function readInstructionFile(input: InputItem, stores: readonly Store[]): Promise<Record<string, unknown>> {
+  const location = input.display + INSTRUCTION_SUFFIX
+  let text: string
+  try {
+    const store = stores.find((s) => s.matches(location))
+    text = store?.readText ? await store.readText(location) : await readFile(location, 'utf8')
+  } catch (err) {
+    throw new EnvcryptError(`${input.display}: no envelope in the object's metadata and no instruction file ${location} (${describeError(err)})`)
+  }
+  try {
+    const value: unknown = JSON.parse(text)
+    if (typeof value === 'object' && value !== null && !Array.isArray(value)) return value as Record<string, unknown>
+  } catch {
+    // reported below
+  }
+  throw new EnvcryptError(`${location}: the instruction file is not a JSON object`)
 }

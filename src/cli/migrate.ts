@@ -8,7 +8,7 @@ import { checkOutputArgs, startSession } from './session.js'
 import { DEFAULT_DATA_KEY_SUFFIX, LEGACY_SCHEMES, MIGRATED_FROM_KEY, migrateTree, type LegacyScheme } from '../migrate.js'
 import { defaultJobs } from '../tree.js'
 
-export const MIGRATE_DESCRIPTION = 're-encrypt files from a home-made KMS envelope scheme (cloudonaut-v1, openssl-kms, ddb-ctr) as Encryption SDK messages'
+export const MIGRATE_DESCRIPTION = 're-encrypt files from a home-made KMS envelope scheme (cloudonaut-v1, openssl-kms, ddb-ctr) or objects of the Amazon S3 Encryption Client (s3ec) as Encryption SDK messages'
 
 export function migrateOptions(y: Argv) {
   return y
@@ -24,6 +24,8 @@ export function migrateOptions(y: Argv) {
     .option('key-index', { type: 'string', describe: 'ddb-ctr: the key table as exported by aws dynamodb scan --output json' })
     .option('legacy-region', { type: 'string', describe: 'region of the KMS key that wrapped the legacy data keys (default: the standard chain)' })
     .option('legacy-profile', { type: 'string', describe: 'AWS profile for the legacy data keys (default: the standard chain)' })
+    .option('from-wrapping-keys', { alias: 'W', type: 'string', array: true, describe: 's3ec: keys the objects were wrapped with (aws-kms key= limits KMS; raw-aes/raw-rsa material= for AES/GCM and RSA-OAEP-SHA1)' })
+    .option('allow-legacy-s3ec-v1', { type: 'boolean', describe: 's3ec: also read AES-CBC (v1) objects, which are not authenticated' })
     .option('delete-source', { type: 'boolean', describe: 'delete each source after its message was written and decrypted back to the same bytes' })
     .option('caching', { type: 'string', array: true, describe: 'capacity=N max_age=SECONDS [max_messages_encrypted=N] [max_bytes_encrypted=N]' })
     .option('commitment-policy', { type: 'string', choices: Object.keys(COMMITMENT_POLICIES), default: 'require-encrypt-require-decrypt' })
@@ -44,6 +46,7 @@ export function migrateOptions(y: Argv) {
     .option('verbose', { alias: 'v', type: 'count', describe: 'more output on stderr' })
     .option('quiet', { alias: 'q', type: 'boolean', describe: 'only errors on stderr' })
     .example('$0 migrate --from cloudonaut-v1 -r -i old/ -o new/ -w key=$KEY_ARN --metadata-output meta.jsonl', 'migrate a tree written by s3-at-rest-encryption')
+    .example('$0 migrate --from s3ec -r -i s3://bucket/cse/ -o s3://bucket/sdk/ -w key=$NEW_KEY_ARN -W key=$OLD_KEY_ARN -S', 'turn S3 Encryption Client objects into Encryption SDK messages')
     .example('$0 migrate --from ddb-ctr -r -i old/ -o new/ --key-index scan.json -w key=$KEY_ARN -S --delete-source', 'migrate, removing each source once verified')
 }
 
@@ -59,6 +62,8 @@ export interface MigrateArgs {
   keyIndex?: string
   legacyRegion?: string
   legacyProfile?: string
+  fromWrappingKeys?: string[]
+  allowLegacyS3ecV1?: boolean
   deleteSource?: boolean
   caching?: string[]
   commitmentPolicy: CommitmentPolicyName
@@ -101,6 +106,8 @@ export async function runMigrate(args: MigrateArgs): Promise<number> {
     legacyRegion: args.legacyRegion,
     legacyProfile: args.legacyProfile,
     deleteSource: args.deleteSource,
+    fromWrappingKeys: (args.fromWrappingKeys ?? []).map(splitGroup),
+    allowLegacyS3ecV1: args.allowLegacyS3ecV1,
     caching: args.caching ? parseCachingSpec(args.caching.flatMap(splitGroup)) : undefined,
     commitmentPolicy: args.commitmentPolicy,
     algorithm: args.algorithm,

@@ -252,7 +252,7 @@ async function readObject(location: S3Location, context: StoreContext): Promise<
   const first = await get(0)
   const etag = first.ETag
   const total = first.ContentLength
-  return (async function* () {
+  const body = (async function* () {
     let response = first
     let offset = 0
     for (let resumes = 0; ; resumes++) {
@@ -270,6 +270,8 @@ async function readObject(location: S3Location, context: StoreContext): Promise<
       }
     }
   })()
+  // The object's user metadata (x-amz-meta-*, names lowercased): S3 Encryption Client envelopes live there.
+  return Object.assign(body, { userMetadata: first.Metadata ?? {} })
 }
 
 function isConnectionError(err: unknown): boolean {
