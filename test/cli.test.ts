@@ -1,9 +1,23 @@
 // The core CLI as a spec: each test runs the real binary in a temporary directory.
 import { describe, expect, it } from 'vitest'
 import { chmodSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs'
-import { join } from 'node:path'
+import { basename, join } from 'node:path'
 import { randomBytes, generateKeyPairSync } from 'node:crypto'
-import { listFiles, rawAesKey, readJsonLines, runCli, tempDir, VECTORS, writeTree } from './helpers/cli.js'
+import { spawn } from 'node:child_process'
+import { buildClient, CommitmentPolicy, RawAesKeyringNode, RawAesWrappingSuiteIdentifier } from '@aws-crypto/client-node'
+import { CLI, listFiles, rawAesKey, readJsonLines, runCli, tempDir, VECTORS, writeTree } from './helpers/cli.js'
+
+/** The CLI under `strace -f` (every thread), logging its fsync/fdatasync calls to `trace`. Asynchronous: a
+ *  synchronous spawn would block this process. */
+function runStraced(trace: string, args: string[]): Promise<{ status: number | null; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn('strace', ['-f', '-qq', '-e', 'trace=fsync,fdatasync', '-o', trace, process.execPath, CLI, ...args], { stdio: ['ignore', 'ignore', 'pipe'] })
+    let stderr = ''
+    child.stderr.on('data', (d) => (stderr += d))
+    child.on('error', reject)
+    child.on('close', (status) => resolve({ status, stderr }))
+  })
+}
 
 const TREE: Record<string, Buffer | string> = {
   'empty.txt': '',
@@ -76,6 +90,11 @@ describe('round trips', () => {
     await runCli(['-e', '-r', '-i', input, '-o', join(dir, 'enc'), ...key.spec, '-S'])
     expect(statSync(join(dir, 'enc', 'secret.txt.encrypted')).mode & 0o777).toBe(0o600)
     expect(statSync(join(dir, 'enc', 'shared.txt.encrypted')).mode & 0o777).toBe(0o640)
+    // Decrypt keeps its input's mode too (the message's, here the same bits).
+    chmodSync(join(dir, 'enc', 'shared.txt.encrypted'), 0o604)
+    expect((await runCli(['-d', '-r', '-i', join(dir, 'enc'), '-o', join(dir, 'dec'), '--suffix', ...key.spec, '-S'])).code).toBe(0)
+    expect(statSync(join(dir, 'dec', 'secret.txt.encrypted')).mode & 0o777).toBe(0o600)
+    expect(statSync(join(dir, 'dec', 'shared.txt.encrypted')).mode & 0o777).toBe(0o604)
   })
 
   it('pipes: stdin to stdout both ways, with --encode/--decode base64 and --buffer', async () => {
@@ -281,6 +300,13 @@ describe('flags', () => {
     const meta = join(dir, 'm')
     await runCli(['-e', '-r', '-i', input, '-o', join(dir, 'enc'), ...key.spec, '--metadata-output', meta, '--commitment-policy', 'forbid-encrypt-allow-decrypt'])
     expect(readJsonLines(meta)[0].header).toMatchObject({ version: '1.0', algorithm: 'AES_256_GCM_IV12_TAG16_HKDF_SHA384_ECDSA_P384', header_iv_length: 12, type: 128, commitment_key: null })
+    // The v1 message is read back: by the CLI under a policy that allows it, and by the SDK itself.
+    const dec = await runCli(['-d', '-r', '-i', join(dir, 'enc'), '-o', join(dir, 'dec'), '--suffix', ...key.spec, '-S', '--commitment-policy', 'require-encrypt-allow-decrypt'])
+    expect(dec.code).toBe(0)
+    expect(readFileSync(join(dir, 'dec', 'a.txt.encrypted'), 'utf8')).toBe('a')
+    const keyring = new RawAesKeyringNode({ keyName: 'k1', keyNamespace: 'envcrypt', unencryptedMasterKey: new Uint8Array(readFileSync(key.path)), wrappingSuite: RawAesWrappingSuiteIdentifier.AES256_GCM_IV12_TAG16_NO_PADDING })
+    const { plaintext } = await buildClient(CommitmentPolicy.REQUIRE_ENCRYPT_ALLOW_DECRYPT).decrypt(keyring, readFileSync(join(dir, 'enc', 'a.txt.encrypted')))
+    expect(Buffer.from(plaintext).toString()).toBe('a')
   })
 
   it('several -w groups make a multi-keyring: either key decrypts; --max-encrypted-data-keys refuses more keys', async () => {
@@ -351,12 +377,15 @@ describe('flags', () => {
       '# encrypt the input tree',
       `-e -r -i "${input}"  # a comment after arguments`,
       '-o $OUT_DIR/enc',
-      `-w provider=raw-aes key=k1 "material=file://${key.path}"`,
-      '-S',
+      // ~ is the HOME given below (the test's directory): the key file and the summary are found through it.
+      `-w provider=raw-aes key=k1 material=file://~/${basename(key.path)}`,
+      '-S --summary ~/summary.json',
     ].join('\n'))
-    const result = await runCli([`@${join(dir, 'args')}`], { env: { OUT_DIR: dir } })
-    expect(result.stderr).toContain('encrypted 1 file')
+    const result = await runCli([`@${join(dir, 'args')}`], { env: { OUT_DIR: dir, HOME: dir } })
+    expect(result.code, result.stderr).toBe(0)
     expect(existsSync(join(dir, 'enc', 'a.txt.encrypted'))).toBe(true)
+    expect(JSON.parse(readFileSync(join(dir, 'summary.json'), 'utf8')).files_ok).toBe(1)
+    expect(existsSync(join(dir, '~'))).toBe(false)
   })
 
   it('-q prints nothing on success; -v lists each file', async () => {
@@ -378,10 +407,18 @@ describe('flags', () => {
     }
   })
 
-  it('--fsync still round-trips', async () => {
-    const { dir, key, input } = setup({ 'a.txt': 'durable' })
-    expect((await runCli(['-e', '-r', '-i', input, '-o', join(dir, 'enc'), ...key.spec, '-S', '--fsync'])).code).toBe(0)
-    expect((await runCli(['-d', '-r', '-i', join(dir, 'enc'), '-o', join(dir, 'dec'), '--suffix', ...key.spec, '-S', '--fsync'])).code).toBe(0)
+  it('--fsync flushes every output (fsync calls counted with strace): none without it, one per output and more with it', async () => {
+    const { dir, key, input } = setup({ 'a.txt': 'durable', 'b.txt': 'also', 'sub/c.txt': 'and this' })
+    const fsyncCalls = async (args: string[]) => {
+      const trace = join(dir, `strace-${randomBytes(4).toString('hex')}`)
+      const result = await runStraced(trace, args)
+      expect(result.status, result.stderr).toBe(0)
+      return readFileSync(trace, 'utf8').split('\n').filter((line) => /\b(fsync|fdatasync)\(/.test(line)).length
+    }
+    expect(await fsyncCalls(['-e', '-r', '-i', input, '-o', join(dir, 'plain'), ...key.spec, '-S'])).toBe(0)
+    // Each of the 3 outputs is flushed before its rename, and its directory after.
+    expect(await fsyncCalls(['-e', '-r', '-i', input, '-o', join(dir, 'enc'), ...key.spec, '-S', '--fsync'])).toBeGreaterThanOrEqual(3 + 2)
+    expect(await fsyncCalls(['-d', '-r', '-i', join(dir, 'enc'), '-o', join(dir, 'dec'), '--suffix', ...key.spec, '-S', '--fsync'])).toBeGreaterThanOrEqual(3 + 2)
     expect(readFileSync(join(dir, 'dec', 'a.txt.encrypted'), 'utf8')).toBe('durable')
   })
 
