@@ -18,6 +18,7 @@ import {
   type NativeFrames,
 } from './frames.js'
 import { ChunkReader } from './chunk-reader.js'
+import { FileChunkReader, FileInput, FileOutput } from './file-io.js'
 
 /** The largest signature footer we buffer: a 2-byte length plus at most 65,535 bytes. */
 const MAX_FOOTER_BYTES = 2 + 0xffff
@@ -26,8 +27,9 @@ export interface DecryptBody {
   parsed: ParsedHeader
   /** The message from its first byte: at least the header (with its auth); may hold body bytes too. */
   headerBytes: Buffer
-  /** The rest of the message after `headerBytes`. */
-  rest: AsyncIterator<Uint8Array>
+  /** The rest of the message after `headerBytes`: a byte source, or a local file read into reused buffers
+   *  (the output is then a FileOutput). */
+  rest: AsyncIterator<Uint8Array> | FileInput
 }
 
 export interface DecryptFrameOptions {
@@ -50,7 +52,10 @@ type Verifier = ReturnType<NonNullable<DecryptHelper['getVerify']>>
 
 /** What the body and footer steps of one message's decryption share. */
 interface DecryptState {
-  reader: ChunkReader
+  reader: ChunkReader | FileChunkReader
+  /** Room for a batch's plaintext: the file output's reused buffer (written synchronously before the next
+   *  batch), or a fresh buffer for a stream, which may hold on to it. */
+  plaintextBuffer: (size: number) => Buffer
   headerInfo: HeaderInfo
   messageId: Uint8Array
   getDecipher: DecipherFactory
@@ -183,7 +188,7 @@ async function decryptFramesJs(state: DecryptState): Promise<void> {
         throw new IntegrityError(`frame ${frame.sequenceNumber} failed authentication: the message was altered or the wrong key was used`)
       }
       if (clear.length > 0) {
-        plaintext ??= Buffer.allocUnsafe(reader.buffer.length - reader.position)
+        plaintext ??= state.plaintextBuffer(reader.buffer.length - reader.position)
         plaintextLength += clear.copy(plaintext, plaintextLength)
       }
       reader.position = frameEnd
@@ -200,10 +205,26 @@ async function decryptFramesJs(state: DecryptState): Promise<void> {
   }
 }
 
-/** decryptFramesJs with the kernel: the frames of a batch are parsed and checked here exactly as there
- *  (the SDK's decodeBodyHeader, sequence order, body size), then decrypted and verified in one call. */
-async function decryptFramesNative(state: DecryptState, { kernel, key }: NativeFrames): Promise<void> {
+/** The kernel opens the run of regular frames in sequence from the reader's position, in one call, into
+ *  `plaintext`; it stops, without judging, where anything else begins. Returns the frames opened. */
+function openRegularRun(state: DecryptState, { kernel, key }: NativeFrames, frameAadPrefix: Buffer, firstSequenceNumber: number, plaintext: Buffer): number {
+  const { reader } = state
+  const { frameLength } = state.headerInfo.messageHeader
+  const opened = kernel.openRegularFrames(key, reader.buffer, reader.position, reader.buffer.length, firstSequenceNumber, frameLength, plaintext, 0, frameAadPrefix)
+  if (opened < 0) {
+    throw new IntegrityError(`frame ${firstSequenceNumber - opened - 1} failed authentication: the message was altered or the wrong key was used`)
+  }
+  reader.position += opened * (4 + state.ivLength + frameLength + state.tagLength)
+  return opened
+}
+
+/** decryptFramesJs with the kernel. First the kernel opens the buffered run of regular frames in sequence
+ *  in one call (openRegularRun); what follows (the final frame, or anything malformed or out of order) is
+ *  parsed and checked here exactly as in decryptFramesJs (the SDK's decodeBodyHeader, sequence order, body
+ *  size), then decrypted and verified in one more call. */
+async function decryptFramesNative(state: DecryptState, native: NativeFrames): Promise<void> {
   const { reader, verify, ivLength } = state
+  const { kernel, key } = native
   const frameAad = new BodyAad(state.messageId, FRAME_AAD)
   const finalFrameAad = new BodyAad(state.messageId, FINAL_FRAME_AAD)
   // 5 numbers per frame (see FrameKernel.decryptFrames); grows when a batch holds more frames.
@@ -211,19 +232,22 @@ async function decryptFramesNative(state: DecryptState, { kernel, key }: NativeF
   let expectedSequenceNumber = 1
   for (;;) {
     const batchStart = reader.position
+    // Never more plaintext than the ciphertext buffered.
+    const plaintext = state.plaintextBuffer(reader.available)
+    const opened = openRegularRun(state, native, frameAad.prefix, expectedSequenceNumber, plaintext)
+    expectedSequenceNumber += opened
+    const openedLength = opened * state.headerInfo.messageHeader.frameLength
     let frames = 0
-    let plaintextLength = 0
+    let plaintextLength = openedLength
     let finalSeen = false
     let needed: number | undefined
     // Verify what was collected so far: a tag failure in an earlier frame is reported before a parse
     // error in a later one, as the frame-by-frame loop does.
-    const verifyCollected = (): Buffer => {
-      const plaintext = Buffer.allocUnsafe(plaintextLength)
-      const failed = kernel.decryptFrames(key, reader.buffer, descriptors.subarray(0, frames * 5), plaintext, frameAad.prefix, finalFrameAad.prefix)
+    const verifyCollected = (): void => {
+      const failed = kernel.decryptFrames(key, reader.buffer, descriptors.subarray(0, frames * 5), plaintext.subarray(openedLength), frameAad.prefix, finalFrameAad.prefix)
       if (failed >= 0) {
         throw new IntegrityError(`frame ${descriptors[failed * 5 + 3]} failed authentication: the message was altered or the wrong key was used`)
       }
-      return plaintext
     }
     try {
       for (;;) {
@@ -259,16 +283,16 @@ async function decryptFramesNative(state: DecryptState, { kernel, key }: NativeF
       if (frames > 0) verifyCollected()
       throw err
     }
-    const plaintext = frames > 0 ? verifyCollected() : undefined
+    if (frames > 0) verifyCollected()
     if (reader.position > batchStart) verify?.update(reader.buffer.subarray(batchStart, reader.position))
-    if (plaintextLength > 0) await state.write(plaintext!)
+    if (plaintextLength > 0) await state.write(plaintext.subarray(0, plaintextLength))
     if (finalSeen) return
     if (!(await reader.ensure(needed!))) throw truncated()
   }
 }
 
 /** Footer step: the signature for signed suites; nothing at all otherwise. */
-async function checkFooter(reader: ChunkReader, verify: Verifier | undefined): Promise<void> {
+async function checkFooter(reader: ChunkReader | FileChunkReader, verify: Verifier | undefined): Promise<void> {
   if (verify) {
     await reader.ensure(MAX_FOOTER_BYTES + 1)
     if (reader.available > MAX_FOOTER_BYTES) throw new IntegrityError('unexpected data after the signature footer')
@@ -296,7 +320,7 @@ async function checkFooter(reader: ChunkReader, verify: Verifier | undefined): P
 export async function decryptWithMaterials(
   material: NodeDecryptionMaterial,
   body: DecryptBody,
-  output: Writable,
+  output: Writable | FileOutput,
   options: DecryptFrameOptions = {},
 ): Promise<MessageResult> {
   const helper = getDecryptionHelper(material)
@@ -312,8 +336,13 @@ export async function decryptWithMaterials(
     const verify = helper.getVerify?.()
     verify?.update(headerBytes.subarray(0, parsed.headerLength))
     let bytesOut = 0
+    const { rest } = body
+    const first = headerBytes.subarray(parsed.headerLength)
+    const readTarget = options.batchBytes ?? BATCH_BYTES
+    if (rest instanceof FileInput && !(output instanceof FileOutput)) throw new Error('internal: a file input needs a file output')
     const state: DecryptState = {
-      reader: new ChunkReader(headerBytes.subarray(parsed.headerLength), body.rest, options.batchBytes ?? BATCH_BYTES),
+      reader: rest instanceof FileInput ? new FileChunkReader(first, rest.fd, readTarget, rest.buffers, rest.checkStop) : new ChunkReader(first, rest, readTarget),
+      plaintextBuffer: (size) => (output instanceof FileOutput ? output.buffers.get('plaintext', size).subarray(0, size) : Buffer.allocUnsafe(size)),
       headerInfo: { messageHeader: header, algorithmSuite: suite } as HeaderInfo,
       messageId: header.messageId,
       getDecipher,
@@ -323,7 +352,8 @@ export async function decryptWithMaterials(
       maxBodySize: options.maxBodySize,
       write: async (chunk: Buffer) => {
         bytesOut += chunk.length
-        await writeTo(output, chunk)
+        if (output instanceof FileOutput) output.write(chunk)
+        else await writeTo(output, chunk)
       },
     }
     if (header.contentType === ContentType.NO_FRAMING) {
@@ -333,7 +363,8 @@ export async function decryptWithMaterials(
       await (native ? decryptFramesNative(state, native) : decryptFramesJs(state))
     }
     await checkFooter(state.reader, verify)
-    await endOutput(output)
+    if (output instanceof FileOutput) output.flush()
+    else await endOutput(output)
     return { header, headerAuth: parsed.headerAuth, bytesIn: parsed.headerLength + state.reader.bytesRead, bytesOut }
   } finally {
     native?.key.fill(0)

@@ -11,6 +11,7 @@ import {
   type MessageHeader,
 } from '@aws-crypto/serialize'
 import { endOutput, writeTo, type ByteSource, type MessageResult } from './engine.js'
+import { FileInput, FileOutput, encryptFileBody } from './file-io.js'
 import { EnvcryptError } from '../errors.js'
 import { BATCH_BYTES, BodyAad, FINAL_FRAME_AAD, FRAME_AAD, asBuffer, fromUtf8, nativeFramesFor, worthNative, type NativeFrames } from './frames.js'
 import { checkFrameLength } from './resolve.js'
@@ -62,14 +63,16 @@ interface EncryptState {
  *  length and all frames are regular. Last: full frames, then the final frame with the remainder, which is
  *  empty when the plaintext is an exact multiple of the frame length (the SDK does the same: a frame is
  *  emitted as regular as soon as it is full, and the final frame is whatever is left at the end). */
-function encryptFrames(state: EncryptState, plaintext: Buffer, isLast: boolean): Buffer {
+function encryptFrames(state: EncryptState, plaintext: Buffer, isLast: boolean, into?: Buffer): Buffer {
   const { frameLength, ivLength, tagLength } = state
   const fullFrames = Math.floor(plaintext.length / frameLength)
   const finalLength = plaintext.length - fullFrames * frameLength
   if (!isLast && finalLength !== 0) throw new Error('internal: partial frame in a non-final batch')
   const regularFrameBytes = 4 + ivLength + frameLength + tagLength
   const finalFrameBytes = 4 + 4 + ivLength + 4 + finalLength + tagLength
-  const out = Buffer.allocUnsafe(fullFrames * regularFrameBytes + (isLast ? finalFrameBytes : 0))
+  // `into`: a buffer the caller reuses (it wrote the previous batch out before asking for this one).
+  const size = fullFrames * regularFrameBytes + (isLast ? finalFrameBytes : 0)
+  const out = into && into.length >= size ? into.subarray(0, size) : Buffer.allocUnsafe(size)
   const frames = fullFrames + (isLast ? 1 : 0)
   if (state.native) {
     // Same checks and message as the loop below, before the kernel (which refuses the same cases) runs.
@@ -204,13 +207,23 @@ async function encryptBody(
   return bytesIn
 }
 
+/** Frames step for a local file (the pool's workers): synchronous reads and writes through the same two
+ *  reused buffers for every batch (file-io.ts). `emit` writes synchronously to a FileOutput, so the sealed
+ *  buffer is free again when it returns. */
+function encryptFileBodyTo(state: EncryptState, input: FileInput, output: Writable | FileOutput, emit: (chunk: Buffer) => unknown, options: EncryptFrameOptions): number {
+  if (!(output instanceof FileOutput)) throw new Error('internal: a file input needs a file output')
+  const { frameLength, plaintextLength } = options
+  const batchBytes = Math.max(1, Math.floor((options.batchBytes ?? BATCH_BYTES) / frameLength)) * frameLength
+  return encryptFileBody(input, { batchBytes, frameLength, plaintextLength }, (plaintext, isLast, into) => encryptFrames(state, plaintext, isLast, into), emit)
+}
+
 /** Write one complete message for `material` (as the SDK's encrypt_stream does: random message ID, key
  *  derivation and commitment, header, header auth, frames, signature). Disposes the material's data key.
  *  Ends `output` only after the whole message is written. */
 export async function encryptWithMaterials(
   material: NodeEncryptionMaterial,
-  input: ByteSource,
-  output: Writable,
+  input: ByteSource | FileInput,
+  output: Writable | FileOutput,
   options: EncryptFrameOptions,
 ): Promise<MessageResult> {
   const helper = getEncryptHelper(material)
@@ -234,17 +247,20 @@ export async function encryptWithMaterials(
     const emit = async (chunk: Buffer) => {
       signer?.update(chunk)
       bytesOut += chunk.length
-      await writeTo(output, chunk)
+      if (output instanceof FileOutput) output.write(chunk)
+      else await writeTo(output, chunk)
     }
     await emit(started.headerBytes)
-    const bytesIn = await encryptBody(state, input, emit, options)
+    const bytesIn = input instanceof FileInput ? encryptFileBodyTo(state, input, output, emit, options) : await encryptBody(state, input, emit, options)
     // Footer: the signature over everything before it (signed suites only).
     if (signer) {
       const footer = asBuffer(serializeSignatureInfo(sign(signer, material)))
       bytesOut += footer.length
-      await writeTo(output, footer)
+      if (output instanceof FileOutput) output.write(footer)
+      else await writeTo(output, footer)
     }
-    await endOutput(output)
+    if (output instanceof FileOutput) output.flush()
+    else await endOutput(output)
     return { header: started.header, bytesIn, bytesOut }
   } finally {
     native?.key.fill(0)

@@ -4,9 +4,8 @@
 // the loop needs (suite, data key, EDKs, signing or verification key). The worker reads the input, creates,
 // writes and commits the output temporary itself (io.ts writeTemporaryFile), so no file bytes are posted
 // between threads and the main thread makes no file system call per file. Small files come in batches.
-import { closeSync, openSync, readSync, writevSync } from 'node:fs'
+import { closeSync, openSync, readSync } from 'node:fs'
 import { createECDH } from 'node:crypto'
-import { Writable } from 'node:stream'
 import {
   EncryptedDataKey,
   KeyringTraceFlag,
@@ -25,11 +24,16 @@ import { writeTemporaryFile, WriteStopped, type TemporaryTarget } from '../store
 import { checkInputUnchanged, InputChangedError, type PlannedInput } from '../store/input-check.js'
 import { nativeKernel } from './native.js'
 import { prepareSmallEncrypt, sealSmallEncrypts, smallFileKernel, type SmallFileErrors } from './small-files.js'
+import { FileInput, FileOutput, FrameBuffers } from './file-io.js'
+
+/** This thread's buffers: every file it encrypts or decrypts reads, seals or opens, and writes through them
+ *  (one file at a time per thread), so a big file allocates nothing per batch. */
+const buffers = new FrameBuffers()
 
 /** Bytes per read of the input file: the frame loop batches 1 MiB at a time. */
 const READ_BYTES = 1024 * 1024
-/** Output bytes gathered before a write. */
-const GATHER_BYTES = 256 * 1024
+/** Bytes of the first read of a message to decrypt (headers are usually well under 4 KiB). */
+const HEADER_READ_BYTES = 64 * 1024
 /** Who made the data key, as the SDK's keyring trace wants one; the real trace stays on the main thread. */
 const TRACE_NAME = { keyNamespace: 'envcrypt-pool', keyName: 'main-thread' }
 
@@ -121,53 +125,6 @@ function asyncSource(fd: number, expectedSize: number | undefined, stopped: () =
   })()
 }
 
-/** A Writable over a file descriptor with synchronous writes: blocking is fine in a worker, and it saves a
- *  thread-pool hop per chunk. Small chunks are gathered into one writev (a 4 KiB file's header, frames and
- *  signature are one system call, not three). Remembers the first chunk, which encryptWithMaterials writes
- *  as the header. */
-class FileSink extends Writable {
-  firstChunk?: Uint8Array
-  private gathered: Buffer[] = []
-  private gatheredBytes = 0
-  constructor(private readonly fd: number) {
-    super({ highWaterMark: READ_BYTES })
-  }
-  override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
-    try {
-      // A copy in a buffer of its own size (not a slice of the 8 KiB pool): it is posted back to the main thread.
-      this.firstChunk ??= new Uint8Array(chunk)
-      // Writers hand over fresh buffers (as to any stream): keeping a reference until the writev is safe.
-      this.gathered.push(chunk)
-      this.gatheredBytes += chunk.length
-      if (this.gatheredBytes >= GATHER_BYTES) this.flush()
-      callback()
-    } catch (err) {
-      callback(err as Error)
-    }
-  }
-  override _final(callback: (error?: Error | null) => void): void {
-    try {
-      this.flush()
-      callback()
-    } catch (err) {
-      callback(err as Error)
-    }
-  }
-  private flush(): void {
-    let chunks = this.gathered
-    this.gathered = []
-    this.gatheredBytes = 0
-    while (chunks.length > 0) {
-      let written = writevSync(this.fd, chunks)
-      // A short write: drop what was written and go on with the rest.
-      let i = 0
-      while (i < chunks.length && written >= chunks[i]!.length) written -= chunks[i++]!.length
-      chunks = chunks.slice(i)
-      if (written > 0) chunks[0] = chunks[0]!.subarray(written)
-    }
-  }
-}
-
 // The key classes accept the PEM strings they hold at run time (they only convert raw points), but their
 // types list only binary keys.
 type PemKey = Uint8Array
@@ -196,9 +153,8 @@ async function encryptFile(task: EncryptFileTask, stopped: () => boolean): Promi
   try {
     checkInputUnchanged(input, task.inputPath, task.planned)
     return await writeTemporaryFile(task.output, stopped, async (output) => {
-      const sink = new FileSink(output)
-      const source = asyncSource(input, task.plaintextLength, stopped)
-      const result = await encryptWithMaterials(material, source, sink, {
+      const sink = new FileOutput(output, buffers)
+      const result = await encryptWithMaterials(material, new FileInput(input, buffers, stopIf(stopped)), sink, {
         frameLength: task.frameLength,
         plaintextLength: task.plaintextLength,
         expectedBytes: task.plaintextLength,
@@ -221,13 +177,15 @@ async function decryptFile(task: DecryptFileTask, stopped: () => boolean): Promi
   const input = openSync(task.inputPath, 'r')
   try {
     checkInputUnchanged(input, task.inputPath, task.planned)
-    const iterator = asyncSource(input, task.inputSize, stopped)[Symbol.asyncIterator]()
+    // Only the header's first bytes here (the whole of a small file): the body is read into this thread's buffers.
+    const headerRead = task.inputSize === undefined ? HEADER_READ_BYTES : Math.min(task.inputSize, HEADER_READ_BYTES)
+    const iterator = asyncSource(input, headerRead, stopped)[Symbol.asyncIterator]()
     const { parsed, buffered } = await readHeader(iterator, task.maxEncryptedDataKeys)
     if (!Buffer.from(task.expectedHeader).equals(buffered.subarray(0, parsed.headerLength))) {
       throw new EnvcryptError('the input changed while it was being decrypted (its header is not the one read first)')
     }
     return await writeTemporaryFile(task.output, stopped, async (output) => {
-      const result = await decryptWithMaterials(material, { parsed, headerBytes: buffered, rest: iterator }, new FileSink(output), {
+      const result = await decryptWithMaterials(material, { parsed, headerBytes: buffered, rest: new FileInput(input, buffers, stopIf(stopped)) }, new FileOutput(output, buffers), {
         maxBodySize: task.maxBodySize,
         expectedBytes: task.inputSize,
       }).catch(changedOr(input, task))
@@ -237,6 +195,10 @@ async function decryptFile(task: DecryptFileTask, stopped: () => boolean): Promi
   } finally {
     closeSync(input)
   }
+}
+
+const stopIf = (stopped: () => boolean) => () => {
+  if (stopped()) throw new WriteStopped('interrupted')
 }
 
 async function runFileTask(task: FileTask, stopped: () => boolean): Promise<FileTaskResult> {
