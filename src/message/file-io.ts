@@ -135,9 +135,10 @@ export class FileChunkReader {
   }
 }
 
-/** Room for `batchBytes` of plaintext as frames of `frameLength`, the final frame included (a frame adds at
- *  most 4 + 4 + 12 + 4 + 16 bytes; 64 leaves room for any IV and tag length). */
-export const sealedBytes = (batchBytes: number, frameLength: number) => batchBytes + (Math.ceil(batchBytes / frameLength) + 1) * 64
+/** Room for `batchBytes` of plaintext as frames of `frameLength`, the final frame included: a regular frame
+ *  adds 4 + 12 + 16 bytes, the final one 4 + 4 + 12 + 4 + 16 (every suite has 12-byte IVs and 16-byte tags;
+ *  encryptFrames allocates when its buffer is too small, so this only has to be right to save that). */
+export const sealedBytes = (batchBytes: number, frameLength: number) => batchBytes + Math.ceil(batchBytes / frameLength) * 32 + 40
 
 /** The encrypt loop's body for a local file: whole batches (a multiple of the frame length) read into one
  *  reused buffer and sealed into another. The batch that comes short (the end of the file) ends with the final
