@@ -23,7 +23,9 @@ import {
   unwrapDataKey,
 } from '@aws-crypto/client-node'
 import { SignatureKey } from '@aws-crypto/material-management'
-import { decryptWithMaterials, encryptWithMaterials, resolveDecryptionMaterials } from '../src/message/engine-js.js'
+import { decryptWithMaterials } from '../src/message/decrypt.js'
+import { encryptWithMaterials } from '../src/message/encrypt.js'
+import { resolveDecryptionMaterials } from '../src/message/resolve.js'
 import { readHeader } from '../src/message/engine.js'
 import { FileChunkReader, FileInput, FileOutput, FrameBuffers } from '../src/message/file-io.js'
 import { nativeActive, nativeStats } from '../src/message/native.js'
