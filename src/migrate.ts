@@ -13,8 +13,8 @@ import type { KMS } from '@aws-sdk/client-kms'
 import type { ByteSource } from './message/engine.js'
 import { describeError, EnvcryptError, UsageError } from './errors.js'
 import type { InputItem } from './store/local.js'
-import { createKmsClient, parseWrappingKeySpec, type KmsCallCounts, type WrappingKeySpec } from './keys/keyrings.js'
-import { decryptBody, hasEnvelope, INSTRUCTION_SUFFIX, parseEnvelope, rsaPrivateKeyFrom, unwrapContentKey, type S3ecKeys } from './store/s3ec.js'
+import { createKmsClient, type KmsCallCounts, type WrappingKeySpec } from './keys/keyrings.js'
+import { decodeS3ecObject, INSTRUCTION_SUFFIX, s3ecKeysFromSpecs } from './store/s3ec.js'
 import type { Store } from './store/plan.js'
 import { encryptTree, type EncryptTreeOptions, type SourceTransformer, type TreeSummary } from './tree.js'
 
@@ -158,8 +158,8 @@ type Decode = (input: InputItem, raw: ByteSource) => AsyncGenerator<Buffer>
 async function legacyDecoder(options: MigrateTreeOptions, unwrap: Unwrap, kms: KMS): Promise<Decode> {
   switch (options.from) {
     case 's3ec': {
-      const keys = await s3ecKeys(options, kms)
-      return (input, raw) => decodeS3ec(input, raw, keys, options.stores ?? [])
+      const keys = await s3ecKeysFromSpecs(options.fromWrappingKeys ?? [], kms, options.allowLegacyS3ecV1 ?? false, '-W/--from-wrapping-keys')
+      return (input, raw) => decodeS3ecObject(input, raw, keys, options.stores ?? [])
     }
     case 'cloudonaut-v1':
       return (_input, raw) => decodeCloudonautV1(raw, unwrap)
@@ -399,58 +399,4 @@ async function verifyThenRemove(input: InputItem, plaintextHash: Hash, decryptIn
   if (!timingSafeEqual(expected, check.digest())) throw new EnvcryptError('written, but it decrypts to different bytes, so the source was kept')
   if (!input.remove) throw new EnvcryptError('written and verified, but this input cannot be deleted, so the source was kept')
   await input.remove()
-}
-
-// ---------- s3ec: objects of the Amazon S3 Encryption Client (store/s3ec.ts) ----------
-
-async function s3ecKeys(options: MigrateTreeOptions, kms: KMS): Promise<S3ecKeys> {
-  const specs = (options.fromWrappingKeys ?? []).map((spec) => (Array.isArray(spec) ? parseWrappingKeySpec(spec) : spec))
-  const keys: S3ecKeys = { kms, kmsKeyIds: [], allowLegacyCbc: options.allowLegacyS3ecV1 ?? false }
-  for (const spec of specs) {
-    if (spec.provider === 'aws-kms') keys.kmsKeyIds = [...keys.kmsKeyIds, ...spec.keys]
-    else if (spec.provider === 'raw-aes') keys.aesKey = await readKeyFile(spec.materialPath!)
-    else keys.rsaPrivateKey = rsaPrivateKeyFrom(await readKeyFile(spec.materialPath!), spec.materialPath!)
-  }
-  if (keys.aesKey && ![16, 24, 32].includes(keys.aesKey.length)) throw new UsageError(`-W/--from-wrapping-keys: the AES key file holds ${keys.aesKey.length} bytes (16, 24 or 32)`)
-  return keys
-}
-
-async function readKeyFile(path: string): Promise<Buffer> {
-  try {
-    return await readFile(path)
-  } catch (err) {
-    throw new UsageError(`-W/--from-wrapping-keys: cannot read key file ${path} (${(err as NodeJS.ErrnoException).code ?? 'error'})`)
-  }
-}
-
-/** One S3EC object: the envelope from its metadata, else from KEY.instruction; then the body's plaintext. */
-async function* decodeS3ec(input: InputItem, raw: ByteSource, keys: S3ecKeys, stores: readonly Store[]): AsyncGenerator<Buffer> {
-  const metadata = (raw as { userMetadata?: Record<string, string> }).userMetadata ?? {}
-  const envelope = hasEnvelope(metadata)
-    ? parseEnvelope(metadata, 'metadata', input.display)
-    : parseEnvelope(await readInstructionFile(input, stores), 'instruction file', input.display)
-  const contentKey = await unwrapContentKey(envelope, keys, input.display)
-  try {
-    yield* decryptBody(envelope, contentKey, raw, keys, input.display)
-  } finally {
-    contentKey.fill(0)
-  }
-}
-
-async function readInstructionFile(input: InputItem, stores: readonly Store[]): Promise<Record<string, unknown>> {
-  const location = input.display + INSTRUCTION_SUFFIX
-  let text: string
-  try {
-    const store = stores.find((s) => s.matches(location))
-    text = store?.readText ? await store.readText(location) : await readFile(location, 'utf8')
-  } catch (err) {
-    throw new EnvcryptError(`${input.display}: no envelope in the object's metadata and no instruction file ${location} (${describeError(err)})`)
-  }
-  try {
-    const value: unknown = JSON.parse(text)
-    if (typeof value === 'object' && value !== null && !Array.isArray(value)) return value as Record<string, unknown>
-  } catch {
-    // reported below
-  }
-  throw new EnvcryptError(`${location}: the instruction file is not a JSON object`)
 }

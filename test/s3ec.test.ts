@@ -219,3 +219,40 @@ describe('migrate --from s3ec', () => {
     expect(result.stderr).toMatch(/apply to --from s3ec only/)
   })
 })
+
+describe('-d --from s3ec', () => {
+  it('decrypts S3EC objects to files (KMS discovery limited by -w, raw keys), with a metadata line naming the envelope; a tampered object leaves nothing', async () => {
+    const keys = rsaPem()
+    const plaintexts = new Map<string, Buffer>([['a.bin', randomBytes(3000)], ['sub/b.bin', randomBytes(0)], ['c.bin', randomBytes(65_537)]])
+    await putS3ec('dec/a.bin', plaintexts.get('a.bin')!, 'kms+context', 'metadata')
+    await putS3ec('dec/sub/b.bin', plaintexts.get('sub/b.bin')!, 'AES/GCM', 'instruction')
+    await putS3ec('dec/c.bin', plaintexts.get('c.bin')!, 'RSA-OAEP-SHA1', 'instruction')
+    await putS3ec('dec/tampered.bin', randomBytes(9000), 'kms+context', 'metadata', (body) => Buffer.concat([body.subarray(0, 100), Buffer.from([body[100]! ^ 0x80]), body.subarray(101)]))
+    const out = tempDir()
+    kms.resetCounts()
+    const result = await runCli(
+      ['-d', '--from', 's3ec', '-r', '-i', `s3://${BUCKET}/dec/`, '-o', join(out, 'plain'), '--suffix', '-w', `key=${oldKeyArn}`,
+        '-w', 'provider=raw-aes', 'key=wrap', `material=file://${keys.aes}`, '-w', 'provider=raw-rsa', 'key=rsa', `material=file://${keys.rsa}`,
+        '--metadata-output', join(out, 'meta.jsonl'), '--s3-endpoint', server.endpoint],
+      { env },
+    )
+    expect(result.code).toBe(1)
+    expect(result.stderr).toMatch(/dec\/tampered\.bin.*GCM tag does not match/)
+    // Only the three authenticated objects, no temporary, no instruction file.
+    expect(listFiles(join(out, 'plain')).sort()).toEqual(['a.bin', 'c.bin', 'sub/b.bin'])
+    for (const [name, plaintext] of plaintexts) expect(readFileSync(join(out, 'plain', name)).equals(plaintext), name).toBe(true)
+    expect(kms.counts()).toEqual({ Decrypt: 2 })
+    const records = readJsonLines(join(out, 'meta.jsonl'))
+    expect(records).toHaveLength(4)
+    expect(records.find((r) => r.input.endsWith('/dec/a.bin'))).toMatchObject({ mode: 'decrypt', s3ec: { cek_alg: GCM, wrap_alg: 'kms+context', envelope: 'metadata' } })
+    expect(records.find((r) => r.input.endsWith('/dec/sub/b.bin'))).toMatchObject({ s3ec: { wrap_alg: 'AES/GCM', envelope: 'instruction file' } })
+    expect(records.find((r) => r.input.endsWith('/dec/tampered.bin')).error).toMatch(/GCM tag/)
+  })
+
+  it('--from s3ec is refused on encrypt', async () => {
+    const out = tempDir()
+    const result = await runCli(['-e', '--from', 's3ec', '-i', out, '-o', join(out, 'x'), '-w', `key=${newKeyArn}`, '-S'], { env })
+    expect(result.code).toBe(2)
+    expect(result.stderr).toMatch(/apply to -d\/--decrypt only/)
+  })
+})

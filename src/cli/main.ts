@@ -161,6 +161,8 @@ function mainOptions(y: Argv) {
     .option('no-overwrite', { type: 'boolean', describe: 'never overwrite an existing output (the file is skipped with a warning)' })
     .option('encode', { type: 'boolean', describe: 'base64-encode the output' })
     .option('decode', { type: 'boolean', describe: 'base64-decode the input' })
+    .option('from', { type: 'string', choices: ['s3ec'], describe: 'decrypt: the inputs are objects of the Amazon S3 Encryption Client (v2 GCM; v1 CBC with --allow-legacy-s3ec-v1)' })
+    .option('allow-legacy-s3ec-v1', { type: 'boolean', describe: 'with --from s3ec: also read AES-CBC (v1) objects, which are not authenticated' })
     .option('verbose', { alias: 'v', type: 'count', describe: 'more output on stderr' })
     .option('quiet', { alias: 'q', type: 'boolean', describe: 'only errors on stderr' })
     .option('jobs', { alias: 'j', type: 'number', describe: `files processed at once (default ${defaultJobs()}; ${defaultPoolJobs()} when all files go local to local through the worker pool)` })
@@ -209,6 +211,8 @@ interface MainArgs {
   overwrite: boolean
   encode?: boolean
   decode?: boolean
+  from?: 's3ec'
+  allowLegacyS3ecV1?: boolean
   verbose: number
   quiet?: boolean
   jobs?: number
@@ -250,6 +254,9 @@ async function runMain(args: MainArgs): Promise<number> {
   }
   if (!encrypting && !reencrypting && (args.encode || args.algorithm || args.frameLength !== undefined)) {
     throw new UsageError('--encode, --algorithm and --frame-length apply to encrypt only')
+  }
+  if ((args.from !== undefined || args.allowLegacyS3ecV1) && (encrypting || reencrypting || args.decryptUnsigned || args.from !== 's3ec')) {
+    throw new UsageError('--from s3ec and --allow-legacy-s3ec-v1 apply to -d/--decrypt only (envcrypt migrate --from s3ec turns such objects into messages)')
   }
   const contextTokens = (args.encryptionContext ?? []).flatMap(splitGroup)
   const context = parseContextPairs(contextTokens, !encrypting)
@@ -309,6 +316,9 @@ async function runMain(args: MainArgs): Promise<number> {
       frameLength: args.frameLength,
       encode: args.encode,
     }).finally(() => session.stopProgress())
+  } else if (args.from === 's3ec') {
+    const { decryptS3ecTree } = await import('../run/s3ec-decrypt.js')
+    summary = await decryptS3ecTree({ ...common, allowLegacyS3ecV1: args.allowLegacyS3ecV1 }).finally(() => session.stopProgress())
   } else {
     summary = await decryptTree({
       ...common,

@@ -6,7 +6,11 @@
 import { createDecipheriv, createPrivateKey, constants, privateDecrypt, type KeyObject } from 'node:crypto'
 import type { KMS } from '@aws-sdk/client-kms'
 import type { ByteSource } from '../message/engine.js'
-import { describeError, EnvcryptError, IntegrityError } from '../errors.js'
+import { readFile } from 'node:fs/promises'
+import { describeError, EnvcryptError, IntegrityError, UsageError } from '../errors.js'
+import { parseWrappingKeySpec, type WrappingKeySpec } from '../keys/keyrings.js'
+import type { InputItem } from './local.js'
+import type { Store } from './plan.js'
 
 export const INSTRUCTION_SUFFIX = '.instruction'
 const GCM = 'AES/GCM/NoPadding'
@@ -203,4 +207,60 @@ export function rsaPrivateKeyFrom(pem: Buffer, path: string): KeyObject {
   } catch {
     throw new EnvcryptError(`${path}: not an RSA private key in PEM`)
   }
+}
+
+
+/** The unwrapping keys from key specs: aws-kms key= ARNs limit KMS (none, or discovery: any), raw-aes and
+ *  raw-rsa give the keys of AES/GCM and RSA-OAEP-SHA1 objects. `flag` names the option in errors. */
+export async function s3ecKeysFromSpecs(groups: ReadonlyArray<WrappingKeySpec | string[]>, kms: KMS, allowLegacyCbc: boolean, flag: string): Promise<S3ecKeys> {
+  const specs = groups.map((spec) => (Array.isArray(spec) ? parseWrappingKeySpec(spec) : spec))
+  const keys: S3ecKeys = { kms, kmsKeyIds: [], allowLegacyCbc }
+  for (const spec of specs) {
+    if (spec.provider === 'aws-kms') keys.kmsKeyIds = [...keys.kmsKeyIds, ...spec.keys]
+    else if (spec.provider === 'raw-aes') keys.aesKey = await readKeyFile(spec.materialPath!, flag)
+    else keys.rsaPrivateKey = rsaPrivateKeyFrom(await readKeyFile(spec.materialPath!, flag), spec.materialPath!)
+  }
+  if (keys.aesKey && ![16, 24, 32].includes(keys.aesKey.length)) throw new UsageError(`${flag}: the AES key file holds ${keys.aesKey.length} bytes (16, 24 or 32)`)
+  return keys
+}
+
+async function readKeyFile(path: string, flag: string): Promise<Buffer> {
+  try {
+    return await readFile(path)
+  } catch (err) {
+    throw new UsageError(`${flag}: cannot read key file ${path} (${(err as NodeJS.ErrnoException).code ?? 'error'})`)
+  }
+}
+
+/** One S3EC object: the envelope from its metadata, else from KEY.instruction; then the body's plaintext. */
+export async function* decodeS3ecObject(input: InputItem, raw: ByteSource, keys: S3ecKeys, stores: readonly Store[], onEnvelope?: (envelope: S3ecEnvelope) => void): AsyncGenerator<Buffer> {
+  const metadata = (raw as { userMetadata?: Record<string, string> }).userMetadata ?? {}
+  const envelope = hasEnvelope(metadata)
+    ? parseEnvelope(metadata, 'metadata', input.display)
+    : parseEnvelope(await readInstructionFile(input, stores), 'instruction file', input.display)
+  onEnvelope?.(envelope)
+  const contentKey = await unwrapContentKey(envelope, keys, input.display)
+  try {
+    yield* decryptBody(envelope, contentKey, raw, keys, input.display)
+  } finally {
+    contentKey.fill(0)
+  }
+}
+
+async function readInstructionFile(input: InputItem, stores: readonly Store[]): Promise<Record<string, unknown>> {
+  const location = input.display + INSTRUCTION_SUFFIX
+  let text: string
+  try {
+    const store = stores.find((s) => s.matches(location))
+    text = store?.readText ? await store.readText(location) : await readFile(location, 'utf8')
+  } catch (err) {
+    throw new EnvcryptError(`${input.display}: no envelope in the object's metadata and no instruction file ${location} (${describeError(err)})`)
+  }
+  try {
+    const value: unknown = JSON.parse(text)
+    if (typeof value === 'object' && value !== null && !Array.isArray(value)) return value as Record<string, unknown>
+  } catch {
+    // reported below
+  }
+  throw new EnvcryptError(`${location}: the instruction file is not a JSON object`)
 }
