@@ -1,7 +1,7 @@
 // What a person sees: dry runs, inspect, key rotation, help, completion, errors and the terminal summary.
 import { describe, expect, it } from 'vitest'
 import { execFileSync, spawnSync } from 'node:child_process'
-import { existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdirSync, readFileSync, readdirSync, watch, writeFileSync } from 'node:fs'
 import { join, relative } from 'node:path'
 import { randomBytes } from 'node:crypto'
 import { CLI, listFiles, rawAesKey, readJsonLines, runCli, tempDir, VECTORS, writeTree } from './helpers/cli.js'
@@ -119,6 +119,31 @@ describe('reencrypt', () => {
     const summary = JSON.parse(result.stdout.toString())
     expect(summary.files_failed).toBe(3)
     expect(existsSync(join(dir, 'rotated')) ? readdirSync(join(dir, 'rotated'), { recursive: true }).filter((f) => !String(f).endsWith('sub')) : []).toEqual([])
+  })
+
+  it('a tampered signature footer: the new message is never renamed into place (watched with fs.watch), nothing remains, exit 1', async () => {
+    const { dir, key: oldKey } = setup()
+    const newKey = rawAesKey(dir, 'k2')
+    writeTree(join(dir, 'one'), { 'big.bin': randomBytes(50_000) })
+    await runCli(['-e', '-r', '-i', join(dir, 'one'), '-o', join(dir, 'enc'), ...oldKey.spec, '-S', '--suffix'])
+    const message = readFileSync(join(dir, 'enc', 'big.bin'))
+    message[message.length - 1] ^= 1 // inside the ECDSA signature: every frame still authenticates
+    writeFileSync(join(dir, 'enc', 'big.bin'), message)
+    mkdirSync(join(dir, 'rotated'))
+    const seen: string[] = []
+    const watcher = watch(join(dir, 'rotated'), (_event, name) => name && seen.push(String(name)))
+    let result
+    try {
+      result = await runCli(['reencrypt', '-r', '-i', join(dir, 'enc'), '-o', join(dir, 'rotated'), '-W', ...oldKey.spec.slice(1), ...newKey.spec, '-S'])
+    } finally {
+      watcher.close()
+    }
+    expect(result.code).toBe(1)
+    expect(result.stderr).toMatch(/big\.bin: .*signature/)
+    // The new message was being written (its temporary appeared), yet no event ever names the final file.
+    expect(seen.some((name) => name.startsWith('.envcrypt-tmp-'))).toBe(true)
+    expect(seen).not.toContain('big.bin')
+    expect(readdirSync(join(dir, 'rotated'))).toEqual([])
   })
 
   it('refuses to run without the old keys, with a hint', async () => {
