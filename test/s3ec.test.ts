@@ -249,10 +249,14 @@ describe('-d --from s3ec', () => {
     expect(records.find((r) => r.input.endsWith('/dec/tampered.bin')).error).toMatch(/GCM tag/)
   })
 
-  it('--from s3ec is refused on encrypt', async () => {
+  it('--from s3ec is refused on encrypt, and to stdout', async () => {
     const out = tempDir()
     const result = await runCli(['-e', '--from', 's3ec', '-i', out, '-o', join(out, 'x'), '-w', `key=${newKeyArn}`, '-S'], { env })
     expect(result.code).toBe(2)
     expect(result.stderr).toMatch(/apply to -d\/--decrypt only/)
+    // Stdout would get plaintext before the tag at the end of the object is checked.
+    const toStdout = await runCli(['-d', '--from', 's3ec', '-i', `s3://${BUCKET}/dec/a.bin`, '-o', '-', '-w', `key=${oldKeyArn}`, '-S', '--s3-endpoint', server.endpoint], { env })
+    expect(toStdout.code).toBe(2)
+    expect(toStdout.stderr).toMatch(/--from s3ec does not take -o -/)
   })
 })

@@ -4,7 +4,7 @@
 import { pipeline } from 'node:stream/promises'
 import { Readable } from 'node:stream'
 import pLimit from 'p-limit'
-import { describeError } from '../errors.js'
+import { describeError, UsageError } from '../errors.js'
 import { createKmsClient, type KmsCallCounts } from '../keys/keyrings.js'
 import { planFiles, type PlannedFile } from '../store/plan.js'
 import { decodeS3ecObject, INSTRUCTION_SUFFIX, s3ecKeysFromSpecs, type S3ecEnvelope, type S3ecKeys } from '../store/s3ec.js'
@@ -33,6 +33,9 @@ const describeEnvelope = (envelope: S3ecEnvelope | undefined): S3ecRecord['s3ec'
 
 export async function decryptS3ecTree(options: S3ecDecryptOptions): Promise<TreeSummary> {
   const started = performance.now()
+  const unsupported = [options.dryRun && '--dry-run', options.sync && '--sync', options.decode && '--decode', options.buffer && '--buffer', options.output === '-' && '-o -'].filter(Boolean)
+  // Stdout would receive plaintext before the GCM tag is checked at the end of the object.
+  if (unsupported.length) throw new UsageError(`--from s3ec does not take ${unsupported.join(', ')} (yet): write to a file or directory`)
   const warn = options.warn ?? ((message: string) => process.stderr.write(`envcrypt: warning: ${message}\n`))
   const planned = (await planFiles(
     { inputs: options.inputs, output: options.output, recursive: options.recursive ?? false, suffix: options.suffix ?? '.decrypted', followSymlinks: options.followSymlinks, shard: options.shard, manifest: options.manifest, warn },
