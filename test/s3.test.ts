@@ -162,6 +162,26 @@ describe('S3 through the CLI', () => {
     expect(await readTree(output)).toEqual(expected)
   })
 
+  it('--s3-force-path-style addresses a named endpoint as ENDPOINT/bucket/key (the SDK would put the bucket in the host name)', async () => {
+    const named = proxy.endpoint.replace('127.0.0.1', 'localhost')
+    const source = join(work, 'path-style.txt')
+    await writeFile(source, 'path style')
+    const key = 'path-style/object'
+    for (const [flags, pathStyle] of [[['--s3-force-path-style'], true], [[], false]] as const) {
+      const since = proxy.requests.length
+      const result = await runCli(['-e', '-i', source, '-o', `s3://${BUCKET}/${key}-${pathStyle}`, ...wrap, '-S', ...flags], { env: { AWS_ENDPOINT_URL_S3: named, AWS_MAX_ATTEMPTS: '1' } })
+      const pathStyleRequests = requestsFor(`${key}-${pathStyle}`, since).filter((r) => r.headers.host === new URL(named).host)
+      if (pathStyle) {
+        expect(result.code, result.stderr).toBe(0)
+        expect(pathStyleRequests.length).toBeGreaterThan(0)
+      } else {
+        // Virtual-hosted: the bucket goes in the host name (${BUCKET}.localhost), so no request has this path and
+        // host; whether that name resolves here does not matter.
+        expect(pathStyleRequests).toEqual([])
+      }
+    }
+  })
+
   it('lists more than 1,000 objects (a flat prefix, paginated) and decrypts every one', async () => {
     // Flat on purpose: s3rver pages in file-system order and drops keys in nested trees past 1,000 (FACTS.md).
     const plain = join(work, 'many-one.txt')
@@ -445,9 +465,16 @@ describe('S3 through the CLI', () => {
       expect(encrypted.code, encrypted.stderr).toBe(0)
       const output = join(work, 'faults-out')
       proxy.faults.cutBodies = 1
+      const since = proxy.requests.length
       const decrypted = await runCli(['-d', '-r', '-i', `s3://${BUCKET}/faults/`, '-o', output, '--suffix', ...wrap, '-S'])
       expect(decrypted.code, decrypted.stderr).toBe(0)
       expect(proxy.faults.cutBodies).toBe(0)
+      // The cut body was resumed, not restarted: a ranged GET from a later offset, pinned to the object's ETag.
+      const gets = requestsFor('faults/large.bin.encrypted', since).filter((r) => r.method === 'GET')
+      const resumed = gets.filter((r) => /^bytes=[1-9]\d*-$/.test(String(r.headers.range ?? '')))
+      expect(resumed.length, JSON.stringify(gets.map((r) => r.headers.range ?? null))).toBeGreaterThanOrEqual(1)
+      const etag = (await headObject('faults/large.bin.encrypted'))!.ETag
+      for (const request of resumed) expect(request.headers['if-match']).toBe(etag)
       expect(proxy.faults.injected).toBeGreaterThan(5)
       const expected = Object.fromEntries(Object.entries(hashes(files)).map(([name, hash]) => [`${name}.encrypted`, hash]))
       expect(await readTree(output)).toEqual(expected)
