@@ -282,6 +282,48 @@ describe('round trips: migrate, then envcrypt -d gives the original bytes', () =
   })
 })
 
+describe('migrate flags', () => {
+  it('--data-key-suffix names the blob beside each file; --legacy-region reaches the legacy key without AWS_REGION', async () => {
+    const dir = tempDir()
+    const plain = new Map([['a.bin', randomBytes(100)], ['sub/b.bin', randomBytes(5000)], ['c.bin', randomBytes(20)]])
+    for (const [rel, bytes] of plain) {
+      const key = await generateDataKey()
+      opensslKms(bytes, key, join(dir, 'legacy', rel))
+      put(join(dir, 'legacy', `${rel}.dk`), key.blob)
+    }
+    const noRegion = { ...env, AWS_REGION: undefined, AWS_DEFAULT_REGION: undefined, AWS_CONFIG_FILE: join(dir, 'none') } as Record<string, string>
+    const args = migrateArgs(dir, 'openssl-kms', '--data-key-suffix', '.dk', '-S')
+    const refused = await runCli(args, { env: noRegion })
+    expect(refused.code).not.toBe(0)
+    expect(refused.stderr).toMatch(/[Rr]egion/)
+    kms.resetCounts()
+    const result = await runCli([...args, '--legacy-region', 'us-east-1'], { env: noRegion })
+    expect(result.stderr).not.toMatch(/error/)
+    expect(result.code).toBe(0)
+    // Counted at the endpoint: one legacy Decrypt per file (each has its own .dk blob), one new data key each.
+    expect(kms.counts()).toEqual({ Decrypt: plain.size, GenerateDataKey: plain.size })
+    // The .dk blobs are keys, not data: they are not migrated.
+    expect(listFiles(join(dir, 'migrated'))).toEqual([...plain.keys()].map((rel) => `${rel}.encrypted`).sort())
+    await decryptAndCompare(dir, plain, 'openssl-kms')
+  })
+
+  it('--caching shares new data keys where the plaintext size is known ahead (ddb-ctr): one GenerateDataKey for 3 files', async () => {
+    const dir = tempDir()
+    const key = await generateDataKey()
+    const plain = new Map([['a.csv', randomBytes(100)], ['b.csv', randomBytes(5000)], ['c.csv', randomBytes(20)]])
+    for (const [rel, bytes] of plain) put(join(dir, 'legacy', rel), ddbCtr(bytes, key))
+    put(join(dir, 'scan.json'), ddbScanExport([...plain.keys()].map((rel) => [rel, key])))
+    const counts: Record<string, unknown> = {}
+    for (const [name, flags] of [['plain', []], ['cached', ['--caching', 'capacity=1', 'max_age=60']]] as const) {
+      kms.resetCounts()
+      const result = await runCli(migrateArgs(dir, 'ddb-ctr', '--key-index', join(dir, 'scan.json'), '-S', ...flags).map((a) => (a === join(dir, 'migrated') ? join(dir, `migrated-${name}`) : a)), { env })
+      expect(result.code, result.stderr).toBe(0)
+      counts[name] = kms.counts().GenerateDataKey
+    }
+    expect(counts).toEqual({ plain: plain.size, cached: 1 })
+  })
+})
+
 describe('per-file errors: one line naming the file and the cause, nothing written for it, the others go on', () => {
   function expectOnlyOutputs(dir: string, names: string[]) {
     expect(listFiles(join(dir, 'migrated'))).toEqual(names.map((n) => `${n}.encrypted`).sort())
