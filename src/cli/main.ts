@@ -20,7 +20,7 @@ import { MIGRATE_DESCRIPTION, migrateOptions, runMigrate, type MigrateArgs } fro
 import { benchCommand, benchMain, type BenchArgs } from '../bench/bench.js'
 import { decryptTree, encryptTree, defaultJobs, defaultPoolJobs, type FileEvent, type TreeSummary } from '../tree.js'
 import { VERSION } from '../version.js'
-import { parseManifest, parseShard, relativeToInput, type ManifestEntry } from '../store/shard.js'
+import { parseManifest, parseShard, relativeToInput, shardOf, type ManifestEntry, type Shard } from '../store/shard.js'
 import type { Store } from '../store/plan.js'
 import { mergeSummaries, readSummaryFile } from './summary.js'
 import { inspectCommand, reportCommand } from './tools.js'
@@ -291,7 +291,7 @@ async function runMain(args: MainArgs): Promise<number> {
     followSymlinks: args.followSymlinks,
     engine: args.engine,
     shard: parseShard(args),
-    manifest: args.manifest !== undefined ? await loadManifest(args.manifest, args.input, stores, warn) : undefined,
+    manifest: args.manifest !== undefined ? await loadManifest(args.manifest, args.input, stores, warn, parseShard(args)) : undefined,
     signal: session.signal,
     warn,
     onFile: session.onFile,
@@ -364,12 +364,14 @@ async function s3Stores(args: MainArgs, encrypting: boolean) {
   ]
 }
 
-async function loadManifest(source: string, inputs: string[], stores: Store[], warn: (message: string) => void): Promise<ManifestEntry[]> {
+async function loadManifest(source: string, inputs: string[], stores: Store[], warn: (message: string) => void, shard: Shard | undefined): Promise<ManifestEntry[]> {
   const store = stores.find((s) => s.matches(source))
   const text = store?.readText ? await store.readText(source) : await readManifest(source)
   const { entries, outside } = relativeToInput(parseManifest(text, source), inputs[0])
   if (outside > 0) warn(`--manifest ${source}: ${outside} inventory row(s) outside ${inputs[0]} ignored`)
-  return entries
+  // Every line was validated above; only this worker's share is kept, so that planning stats and holds
+  // 1/N of the manifest (1,000,000 lines at --shard 0/16: 62,500 stats instead of 1,000,000).
+  return shard ? entries.filter((entry) => shardOf(entry.path, shard.count) === shard.index) : entries
 }
 
 async function readManifest(source: string): Promise<string> {
