@@ -3,17 +3,10 @@
 import { readFileSync, statSync } from 'node:fs'
 import { createPrivateKey, createPublicKey, randomFillSync, constants as cryptoConstants } from 'node:crypto'
 import { homedir } from 'node:os'
-import {
-  KmsKeyringNode,
-  MultiKeyringNode,
-  RawAesKeyringNode,
-  RawAesWrappingSuiteIdentifier,
-  RawRsaKeyringNode,
-  KeyringTraceFlag,
-  type KeyringNode,
-  type NodeEncryptionMaterial,
-} from '@aws-crypto/client-node'
-import { KMS } from '@aws-sdk/client-kms'
+import { createRequire } from 'node:module'
+import { KeyringTraceFlag, MultiKeyringNode, type KeyringNode, type NodeEncryptionMaterial } from '@aws-crypto/material-management-node'
+import { RawAesKeyringNode, RawAesWrappingSuiteIdentifier } from '@aws-crypto/raw-aes-keyring-node'
+import type { KMS } from '@aws-sdk/client-kms'
 import { EnvcryptError, UsageError } from '../errors.js'
 
 export type Provider = 'aws-kms' | 'raw-aes' | 'raw-rsa'
@@ -39,6 +32,14 @@ export type KmsCallCounts = Record<string, number>
 const SPEC_FIELDS = new Set(['key', 'provider', 'region', 'profile', 'discovery', 'discovery-account', 'discovery-partition', 'material', 'namespace', 'padding'])
 const REPEATABLE = new Set(['key', 'discovery-account'])
 export const DEFAULT_NAMESPACE = 'envcrypt'
+
+// The RSA and KMS providers' packages load only when a spec needs them: a raw AES run never loads the AWS SDK's KMS
+// client (about a third of a small run's start-up). Synchronous requires of these CommonJS packages keep
+// buildKeyring synchronous for the library's callers.
+const requireLazily = createRequire(import.meta.url)
+const rawRsaPackage = () => requireLazily('@aws-crypto/raw-rsa-keyring-node') as typeof import('@aws-crypto/raw-rsa-keyring-node')
+const kmsKeyringPackage = () => requireLazily('@aws-crypto/kms-keyring-node') as typeof import('@aws-crypto/kms-keyring-node')
+const kmsClientPackage = () => requireLazily('@aws-sdk/client-kms') as typeof import('@aws-sdk/client-kms')
 
 /** Parse one `-w` group: a list of `name=value` tokens. */
 export function parseWrappingKeySpec(tokens: readonly string[]): WrappingKeySpec {
@@ -263,6 +264,7 @@ function rawRsaKeyring(spec: WrappingKeySpec, mode: 'encrypt' | 'decrypt', optio
   if (mode === 'decrypt' && !privateKey) {
     throw new UsageError(`-w/--wrapping-keys: key file ${spec.materialPath} holds only a public key; decrypt needs the private key`)
   }
+  const { RawRsaKeyringNode } = rawRsaPackage()
   const padding = spec.padding === 'pkcs1' ? cryptoConstants.RSA_PKCS1_PADDING : cryptoConstants.RSA_PKCS1_OAEP_PADDING
   return new RawRsaKeyringNode({
     keyName: spec.keys[0],
@@ -292,6 +294,7 @@ function kmsClientProvider(spec: WrappingKeySpec, options: KeyringOptions & { ke
  *  `kmsCalls`, with connect and answer timeouts. Used for the wrapping keys and by `migrate` to unwrap legacy
  *  data keys. Errors that will fail every file become one EnvcryptError, reported to `onRunWideError`. */
 export function createKmsClient(options: KmsRunOptions & { region?: string; profile?: string; kmsCalls: KmsCallCounts; kmsClientConfig?: Record<string, unknown>; keyErrorsRunWide?: boolean }): KMS {
+  const { KMS } = kmsClientPackage()
   const timeoutMs = (options.kmsTimeoutSeconds ?? DEFAULT_KMS_TIMEOUT) * 1000
   const client = new KMS({
     ...(options.region ? { region: options.region } : {}),
@@ -351,6 +354,7 @@ function watchCalls(client: KMS, options: KmsRunOptions & { kmsCalls: KmsCallCou
 }
 
 function kmsKeyrings(spec: WrappingKeySpec, firstGeneratesDataKey: boolean, provider: (region: string) => KMS): KeyringNode[] {
+  const { KmsKeyringNode } = kmsKeyringPackage()
   const clientProvider = provider as any
   if (spec.discovery) {
     const discoveryFilter = spec.discoveryAccounts.length > 0

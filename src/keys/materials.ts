@@ -3,14 +3,17 @@
 // (max_messages_encrypted, one KMS Decrypt per data key) would overshoot; `serializePerCacheKey` runs the
 // lookups for one cache key one at a time, which keeps them exact while different keys proceed in parallel.
 import { ECDH } from 'node:crypto'
+import { createRequire } from 'node:module'
 import {
-  NodeCachingMaterialsManager,
+  CommitmentPolicySuites,
+  NodeAlgorithmSuite,
+  NodeDecryptionMaterial,
   NodeDefaultCryptographicMaterialsManager,
-  getLocalCryptographicMaterialsCache,
+  NodeEncryptionMaterial,
   type KeyringNode,
+  type NodeEncryptionRequest,
   type NodeMaterialsManager,
-} from '@aws-crypto/client-node'
-import { CommitmentPolicySuites, NodeAlgorithmSuite, NodeDecryptionMaterial, NodeEncryptionMaterial, type NodeEncryptionRequest } from '@aws-crypto/material-management-node'
+} from '@aws-crypto/material-management-node'
 import { SignatureKey, VerificationKey } from '@aws-crypto/material-management'
 import { ENCODED_SIGNER_KEY } from '@aws-crypto/serialize'
 import { IntegrityError, UsageError } from '../errors.js'
@@ -97,6 +100,11 @@ export function parseCachingSpec(tokens: readonly string[]): CachingSettings {
 
 export function buildMaterialsManager(keyring: KeyringNode, caching?: CachingSettings): NodeMaterialsManager {
   if (!caching) return new DefaultMaterialsManager(keyring)
+  // Loaded only for --caching, so a run without it does not pay for the cache's modules at start-up (a
+  // synchronous require: these are CommonJS packages and this function is synchronous).
+  const { NodeCachingMaterialsManager, getLocalCryptographicMaterialsCache } = createRequire(import.meta.url)(
+    '@aws-crypto/caching-materials-manager-node',
+  ) as typeof import('@aws-crypto/caching-materials-manager-node')
   const cachingManager = new NodeCachingMaterialsManager({
     backingMaterials: new DefaultMaterialsManager(keyring),
     cache: getLocalCryptographicMaterialsCache(caching.capacity),

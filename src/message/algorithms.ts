@@ -1,6 +1,6 @@
 // Algorithm suite names as aws-encryption-cli prints and accepts them, mapped to the JavaScript SDK's enum.
 // The JS names differ only by the `ALG_` prefix and `AES256` vs `AES_256`, so the table is derived.
-import { AlgorithmSuiteIdentifier, CommitmentPolicy } from '@aws-crypto/client-node'
+import { AlgorithmSuiteIdentifier, CommitmentPolicy } from '@aws-crypto/material-management'
 import { UsageError } from '../errors.js'
 
 function cliName(jsName: string): string {
