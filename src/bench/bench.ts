@@ -22,7 +22,7 @@ import { localKmsEnv, startLocalKms, type LocalKms } from '../local-kms/server.j
 import { nativeActive } from '../message/native.js'
 import { parseCachingSpec, type CachingSettings } from '../keys/materials.js'
 import type { KmsCallCounts } from '../keys/keyrings.js'
-import { defaultEngineName } from '../tree.js'
+import { defaultEngineName } from '../run/defaults.js'
 import { renderBenchReport } from './report.js'
 
 export const DEFAULT_CACHING: CachingSettings = { capacity: 1, max_age: 10, max_messages_encrypted: 100 }

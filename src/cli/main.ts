@@ -4,7 +4,7 @@ process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true'
 
 import { createInterface } from 'node:readline/promises'
 import { readFileSync } from 'node:fs'
-import yargs, { type Argv } from 'yargs'
+import yargs, { type Argv, type CommandModule } from 'yargs'
 import { hideBin } from 'yargs/helpers'
 import { ALGORITHM_NAMES, COMMITMENT_POLICIES, type CommitmentPolicyName } from '../message/algorithms.js'
 import { DEPRECATED_KEY_FLAGS, expandArgfiles, groupRepeatedFlags, parseContextPairs, splitGroup } from './args.js'
@@ -14,11 +14,10 @@ import { removeLiveTemporaries } from '../store/local.js'
 import { parseCachingSpec } from '../keys/materials.js'
 import { DEFAULT_KMS_TIMEOUT, kmsTimeoutSeconds } from '../keys/keyrings.js'
 import { canonicalJson } from '../message/metadata.js'
-import { keygen } from '../keys/keygen.js'
-import { runLocalKms } from '../local-kms/server.js'
-import { MIGRATE_DESCRIPTION, migrateOptions, runMigrate, type MigrateArgs } from './migrate.js'
-import { benchCommand, benchMain, type BenchArgs } from '../bench/bench.js'
-import { decryptTree, encryptTree, defaultJobs, defaultPoolJobs, type FileEvent, type TreeSummary } from '../tree.js'
+import { defaultJobs, defaultPoolJobs } from '../run/defaults.js'
+import type { FileEvent, TreeSummary } from '../tree.js'
+import type { MigrateArgs } from './migrate.js'
+import type { BenchArgs } from '../bench/bench.js'
 import { VERSION } from '../version.js'
 import { parseManifest, parseShard, relativeToInput, shardOf, type ManifestEntry, type Shard } from '../store/shard.js'
 import type { Store } from '../store/plan.js'
@@ -26,7 +25,13 @@ import { mergeSummaries, readSummaryFile } from './summary.js'
 import { inspectCommand, reportCommand } from './tools.js'
 import { describePlan } from '../store/dry-run.js'
 import { checkOutputArgs, exitCodes, startSession } from './session.js'
-import { reencryptTree } from '../reencrypt.js'
+
+// Each command's code loads when it runs (dynamic import()), so that `--version` or an encrypt with a raw
+// AES key does not pay for the bench, migrate, the local KMS or the AWS SDK clients. `bench` and `migrate`
+// need their modules to declare their flags: they load when their name is on the command line, and
+// otherwise appear in the help with their description only.
+const BENCH_DESCRIPTION = 'measure encrypt/decrypt throughput and KMS calls, without and with caching (local KMS by default)'
+const MIGRATE_DESCRIPTION = 're-encrypt files from a home-made KMS envelope scheme (cloudonaut-v1, openssl-kms, ddb-ctr) or objects of the Amazon S3 Encryption Client (s3ec) as Encryption SDK messages'
 
 const EXAMPLES: Array<[string, string]> = [
   ['$0 keygen --out key.bin', 'make a 32-byte raw AES key file (mode 0600)'],
@@ -60,6 +65,7 @@ async function main(argv: string[]): Promise<number> {
         .option('bytes', { type: 'number', default: 32, choices: [16, 24, 32], describe: 'key size in bytes' })
         .example('$0 keygen --out ~/.envcrypt/key.bin', ''),
       async (argv) => {
+        const { keygen } = await import('../keys/keygen.js')
         keygen(argv.out, argv.bytes)
         process.stderr.write(`envcrypt: wrote a ${argv.bytes}-byte AES key to ${argv.out} (mode 0600); use it with -w provider=raw-aes key=NAME material=file://${argv.out}\n`)
       })
@@ -73,11 +79,10 @@ async function main(argv: string[]): Promise<number> {
         .example('$0 local-kms --create-key', 'prints {"endpoint": ..., "keyArn": ...}; then: AWS_ENDPOINT_URL_KMS=<endpoint> envcrypt -e ... -w key=<keyArn>'),
       async (argv) => {
         if (argv.throttleRate < 0 || argv.throttleRate > 1) throw new UsageError('--throttle-rate must be between 0 and 1')
+        const { runLocalKms } = await import('../local-kms/server.js')
         await runLocalKms({ port: argv.port, stateFile: argv.state, createKey: argv.createKey, latencyMs: argv.latencyMs, throttleRate: argv.throttleRate, region: argv.region })
       })
-    .command('migrate', MIGRATE_DESCRIPTION, (y) => migrateOptions(y), async (argv) => {
-      exitCode = await runMigrate(argv as unknown as MigrateArgs)
-    })
+    .command(await migrateCommand(args, (code) => (exitCode = code)))
     .command('merge-summaries <files..>', 'merge the --summary files of several workers into one', (y) =>
       y.positional('files', { type: 'string', array: true, describe: 'summary files' })
         .example('$0 merge-summaries summary-*.json > summary.json', 'sum counts, bytes and KMS calls of all shards'),
@@ -96,8 +101,7 @@ async function main(argv: string[]): Promise<number> {
     .command(inspectCommand((code) => (exitCode = code)))
     .command(reportCommand())
     .completion('completion', 'print a bash/zsh completion script (add it with: envcrypt completion >> ~/.bashrc)')
-    .command('bench', 'measure encrypt/decrypt throughput and KMS calls, without and with caching (local KMS by default)', (y) => benchCommand(y),
-      async (argv) => benchMain(argv as unknown as BenchArgs))
+    .command(await benchCommandModule(args))
     .strict()
     .help()
     .alias('h', 'help')
@@ -109,6 +113,28 @@ async function main(argv: string[]): Promise<number> {
   for (const [command, description] of EXAMPLES) parser.example(command, description)
   await parser.parseAsync()
   return exitCode
+}
+
+async function migrateCommand(args: readonly string[], setExitCode: (code: number) => void): Promise<CommandModule> {
+  if (!args.includes('migrate')) return { command: 'migrate', describe: MIGRATE_DESCRIPTION, handler: () => undefined }
+  const { migrateOptions, runMigrate } = await import('./migrate.js')
+  return {
+    command: 'migrate',
+    describe: MIGRATE_DESCRIPTION,
+    builder: (y: Argv) => migrateOptions(y),
+    handler: async (argv) => setExitCode(await runMigrate(argv as unknown as MigrateArgs)),
+  }
+}
+
+async function benchCommandModule(args: readonly string[]): Promise<CommandModule> {
+  if (!args.includes('bench')) return { command: 'bench', describe: BENCH_DESCRIPTION, handler: () => undefined }
+  const { benchCommand, benchMain } = await import('../bench/bench.js')
+  return {
+    command: 'bench',
+    describe: BENCH_DESCRIPTION,
+    builder: (y: Argv) => benchCommand(y),
+    handler: (argv) => benchMain(argv as unknown as BenchArgs),
+  }
 }
 
 const SUBCOMMANDS = ['keygen', 'local-kms', 'migrate', 'merge-summaries', 'reencrypt', 'inspect', 'report', 'completion', 'bench']
@@ -260,7 +286,7 @@ async function runMain(args: MainArgs): Promise<number> {
   }
   const contextTokens = (args.encryptionContext ?? []).flatMap(splitGroup)
   const context = parseContextPairs(contextTokens, !encrypting)
-  const session = startSession(args)
+  const session = await startSession(args)
   const { warn } = session
   const wrappingKeys = (args.wrappingKeys ?? []).map(splitGroup)
   if (wrappingKeys.length === 0 && !encrypting && !reencrypting && !args.dryRun) {
@@ -299,7 +325,9 @@ async function runMain(args: MainArgs): Promise<number> {
     dryRun: args.dryRun,
   }
   let summary: TreeSummary
+  const { decryptTree, encryptTree } = await import('../tree.js')
   if (reencrypting) {
+    const { reencryptTree } = await import('../reencrypt.js')
     summary = await reencryptTree({
       ...common,
       fromWrappingKeys: (args.fromWrappingKeys ?? []).map(splitGroup),

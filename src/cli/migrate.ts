@@ -6,9 +6,7 @@ import { UsageError } from '../errors.js'
 import { parseCachingSpec } from '../keys/materials.js'
 import { checkOutputArgs, startSession } from './session.js'
 import { DEFAULT_DATA_KEY_SUFFIX, LEGACY_SCHEMES, MIGRATED_FROM_KEY, migrateTree, type LegacyScheme } from '../migrate.js'
-import { defaultJobs } from '../tree.js'
-
-export const MIGRATE_DESCRIPTION = 're-encrypt files from a home-made KMS envelope scheme (cloudonaut-v1, openssl-kms, ddb-ctr) or objects of the Amazon S3 Encryption Client (s3ec) as Encryption SDK messages'
+import { defaultJobs } from '../run/defaults.js'
 
 export function migrateOptions(y: Argv) {
   return y
@@ -91,7 +89,7 @@ export async function runMigrate(args: MigrateArgs): Promise<number> {
   if (args.output === undefined) throw new UsageError('-o/--output is required')
   if (args.output === '-') throw new UsageError('migrate writes files: -o must be a file or directory')
   checkOutputArgs(args)
-  const session = startSession(args)
+  const session = await startSession(args)
   const summary = await migrateTree({
     from: args.from,
     inputs: args.input,

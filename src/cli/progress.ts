@@ -13,8 +13,6 @@ export interface ProgressReporter {
   stop(): void
 }
 
-/** Writes nothing: for pipes, `-q`, and tests. */
-export const silentProgress: ProgressReporter = { onPlan() {}, onFile() {}, log: (line) => void process.stderr.write(line + '\n'), stop() {} }
 
 export function createProgress(stream: NodeJS.WriteStream = process.stderr): ProgressReporter {
   let multibar: cliProgress.MultiBar | undefined

@@ -5,7 +5,6 @@ import { writeFileSync } from 'node:fs'
 import { printable, UsageError } from '../errors.js'
 import { removeLiveTemporaries } from '../store/local.js'
 import { canonicalJson } from '../message/metadata.js'
-import { createProgress, renderEndSummary, silentProgress } from './progress.js'
 import type { FileEvent, TreeSummary } from '../tree.js'
 
 export const exitCodes = { ok: 0, failed: 1, usage: 2, SIGINT: 130, SIGTERM: 143 } as const
@@ -40,10 +39,15 @@ export interface Session {
   verbosity: number
 }
 
-export function startSession(args: { quiet?: boolean; verbose?: number; dryRun?: boolean; summary?: string }): Session {
+/** Writes nothing: for pipes, `-q`, and tests. */
+const silentProgress = { onPlan() {}, onFile() {}, log: (line: string) => void process.stderr.write(line + '\n'), stop() {} }
+
+export async function startSession(args: { quiet?: boolean; verbose?: number; dryRun?: boolean; summary?: string }): Promise<Session> {
   const verbosity = args.quiet ? -1 : (args.verbose ?? 0)
   const onTerminal = Boolean(process.stderr.isTTY) && verbosity >= 0 && !args.dryRun
-  const progress = onTerminal ? createProgress() : silentProgress
+  // The progress bar's modules load only on a terminal.
+  const terminal = onTerminal ? await import('./progress.js') : undefined
+  const progress = terminal ? terminal.createProgress() : silentProgress
   const controller = new AbortController()
   const onSignal = (signal: NodeJS.Signals) => {
     if (controller.signal.aborted) {
@@ -86,7 +90,7 @@ export function startSession(args: { quiet?: boolean; verbose?: number; dryRun?:
       // Off a terminal a clean run is silent, as aws-encryption-cli (cron mails nothing); -v, a failure or an
       // interruption still gets the one-line summary.
       const unclean = summary.files_failed > 0 || summary.interrupted !== undefined
-      if (onTerminal) process.stderr.write(renderEndSummary(summary, verb) + '\n')
+      if (terminal) process.stderr.write(terminal.renderEndSummary(summary, verb) + '\n')
       else if (verbosity >= 1 || (verbosity >= 0 && unclean)) process.stderr.write(describeSummary(summary, verb) + '\n')
       if (summary.interrupted) return exitCodes[summary.interrupted as 'SIGINT' | 'SIGTERM'] ?? exitCodes.SIGTERM
       return summary.files_failed > 0 ? exitCodes.failed : exitCodes.ok

@@ -1,10 +1,9 @@
 // The commands that read rather than transform: `inspect` (message headers, no keys) and `report` (a bench
-// result as an HTML page). Kept apart from cli.ts so that file stays a list of flags.
+// result as an HTML page). Kept apart from cli.ts so that file stays a list of flags; each handler loads
+// its code when it runs.
 import { readFileSync, writeFileSync } from 'node:fs'
 import type { Argv, CommandModule } from 'yargs'
 import { describeError, EnvcryptError } from '../errors.js'
-import { inspectFile, inspectJsonLine, renderInspectTable } from '../message/inspect.js'
-import { renderBenchReport } from '../bench/report.js'
 
 type SetExitCode = (code: number) => void
 
@@ -20,6 +19,7 @@ export function inspectCommand(setExitCode: SetExitCode): CommandModule<object, 
         .example('$0 inspect --json enc/*.encrypted | jq -r .header.algorithm | sort | uniq -c', 'count messages per algorithm suite')
         .example('$0 inspect --json enc/* | jq -r .header.message_id', 'message ids, as in the metadata stream') as never,
     handler: async (argv) => {
+      const { inspectFile, inspectJsonLine, renderInspectTable } = await import('../message/inspect.js')
       let failed = 0
       let first = true
       for (const file of argv.files) {
@@ -45,7 +45,8 @@ export function reportCommand(): CommandModule<object, { from: string; out: stri
       y.option('from', { type: 'string', demandOption: true, describe: 'bench JSON file (- for stdin)' })
         .option('out', { type: 'string', demandOption: true, describe: 'HTML file to write' })
         .example('$0 bench --json > bench.json && $0 report --from bench.json --out bench.html', 'charts of seconds, MB/s, KMS calls and data keys per run') as never,
-    handler: (argv) => {
+    handler: async (argv) => {
+      const { renderBenchReport } = await import('../bench/report.js')
       const text = readFileSync(argv.from === '-' ? 0 : argv.from, 'utf8')
       let bench: unknown
       try {
