@@ -2,7 +2,6 @@
 // once, runs the engine on every file with bounded concurrency (run/file.ts), and reports one summary. The
 // CLI is a thin layer over these two functions.
 import { setMaxListeners } from 'node:events'
-import { availableParallelism } from 'node:os'
 import pLimit from 'p-limit'
 import { parseAlgorithm, parseCommitmentPolicy } from './message/algorithms.js'
 import { jsEngine } from './message/engine-js.js'
@@ -17,20 +16,14 @@ import { planFiles, type PlannedFile } from './store/plan.js'
 import { dryRunActions } from './store/dry-run.js'
 import { processFile, type RunStop, type TreeRun } from './run/file.js'
 import { jobsWithinLimits } from './run/limits.js'
+import { defaultEngineName, defaultJobs, defaultPoolJobs } from './run/defaults.js'
 import type { CommonTreeOptions, DecryptTreeOptions, EncryptTreeOptions, TreeSummary } from './run/options.js'
 
 export type * from './run/options.js'
 export { checkRequiredContext } from './run/file.js'
+export { defaultEngineName, defaultJobs, defaultPoolJobs } from './run/defaults.js'
 
 export const DEFAULT_FRAME_LENGTH = 4096
-
-/** Files in flight: enough to hide a KMS round trip (~10 ms) behind the work of the other files. Measured on
- *  2 cores, 1 GiB / 200 files: -j 4 left the workers waiting on KMS (unsigned encrypt 3.3 s), -j 8 did not (2.1 s). */
-export const defaultJobs = () => Math.max(8, availableParallelism() * 4)
-/** Files in flight when every file goes from a local file to a local file through the worker pool: a file
- *  waiting there holds only a queued task, and more of them keep the workers busy while a caching materials
- *  manager waits on KMS for its next data key (10,000 x 4 KiB: at -j 16 each worker idled ~14% of the run). */
-export const defaultPoolJobs = () => Math.max(64, availableParallelism() * 16)
 
 const ENGINES: Record<string, Engine> = { js: jsEngine, sdk: sdkEngine, pool: poolEngine }
 
@@ -50,8 +43,9 @@ export function decryptTree(options: DecryptTreeOptions): Promise<TreeSummary> {
 async function runTree(mode: Mode, options: EncryptTreeOptions & DecryptTreeOptions): Promise<TreeSummary> {
   const started = performance.now()
   const warn = options.warn ?? ((message: string) => process.stderr.write(`envcrypt: warning: ${message}\n`))
-  const engine = checkRunOptions(options)
+  const named = checkRunOptions(options)
   const planned = await planRun(mode, options, warn)
+  const engine = engineForRun(named, options, planned)
   if (options.dryRun) return dryRunSummary(planned, options, started, mode)
   const kmsCalls: KmsCallCounts = {}
   const specs = options.wrappingKeys.map((spec) => (Array.isArray(spec) ? parseWrappingKeySpec(spec) : spec))
@@ -110,6 +104,18 @@ function checkRunOptions(options: EncryptTreeOptions & DecryptTreeOptions): Engi
   return engine
 }
 
+/** Starting the worker threads costs more (each loads the SDK: ~0.1 s wall on an idle 2-core machine, ~0.3
+ *  CPU-s) than a few small files take on this thread; such a run takes the in-thread js engine (the same frame
+ *  loop) unless an engine was named. */
+const SMALL_RUN = { files: 8, bytes: 4 * 1024 * 1024 }
+
+function engineForRun(chosen: Engine, options: CommonTreeOptions, planned: readonly PlannedFile[]): Engine {
+  if (options.engine !== undefined || process.env.ENVCRYPT_ENGINE !== undefined || chosen !== poolEngine) return chosen
+  if (planned.length > SMALL_RUN.files) return chosen
+  const bytes = planned.reduce((sum, file) => sum + (file.input.size ?? Infinity), 0)
+  return bytes <= SMALL_RUN.bytes ? jsEngine : chosen
+}
+
 async function planRun(mode: Mode, options: EncryptTreeOptions & DecryptTreeOptions, warn: (message: string) => void): Promise<PlannedFile[]> {
   const allPlanned = await planFiles(
     {
@@ -150,10 +156,3 @@ function listenForAbort(run: TreeRun, jobs: number): () => void {
   signal.addEventListener('abort', onAbort, { once: true })
   return () => signal.removeEventListener('abort', onAbort)
 }
-
-/** The engine used when none is named: ENVCRYPT_ENGINE, else the worker pool when there is a second core. */
-export function defaultEngineName(): string {
-  // Worker threads pay off only with a second core; the in-thread js engine is the same frame loop.
-  return process.env.ENVCRYPT_ENGINE ?? (availableParallelism() > 1 ? 'pool' : 'js')
-}
-
