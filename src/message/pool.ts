@@ -11,7 +11,8 @@
 // fallback on a single core.
 import { availableParallelism } from 'node:os'
 import { closeSync, openSync, readSync } from 'node:fs'
-import { Piscina } from 'piscina'
+import { createRequire } from 'node:module'
+import type { Piscina } from 'piscina'
 import { unwrapDataKey } from '@aws-crypto/material-management-node'
 import {
   readHeader,
@@ -73,13 +74,15 @@ const poolThreads = () => {
 
 function workerPool(): Piscina<FileBatch, FileTaskResult[]> {
   const threads = poolThreads()
+  // piscina loads with the first pool (a run of a few small files never starts one).
+  const { Piscina: PoolClass } = createRequire(import.meta.url)('piscina') as typeof import('piscina')
   // Created on first use: a run with only stdin or S3 never starts threads. Idle workers are unref'd by
   // piscina, so they do not keep the process alive.
   if (!pool) {
     // Its workers make the signing key pairs of signed messages ahead of time (keys/signing-keys.ts).
     provideSigningKeyPairs((curve, count) => (workerPool() as unknown as Piscina<{ curve: string; count: number }, Uint8Array>).run({ curve, count }, { name: 'makeSigningKeyPairs' }))
   }
-  pool ??= new Piscina<FileBatch, FileTaskResult[]>({
+  pool ??= new PoolClass<FileBatch, FileTaskResult[]>({
     filename: new URL('./pool-worker.js', import.meta.url).href,
     minThreads: threads,
     maxThreads: threads,

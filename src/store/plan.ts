@@ -2,7 +2,6 @@
 // written, so that every refusal (collisions, output inside input, missing files) happens up front.
 import { realpath, stat } from 'node:fs/promises'
 import { basename, dirname, isAbsolute, join, relative, resolve, sep } from 'node:path'
-import fg from 'fast-glob'
 import { EnvcryptError, UsageError } from '../errors.js'
 import { shardOf, type ManifestEntry, type Shard } from './shard.js'
 import { localFileInput, localFileOutput, stdinInput, stdoutOutput, TEMP_PREFIX, type InputItem, type OutputTarget } from './local.js'
@@ -160,6 +159,7 @@ async function listDirectory(path: string, prefix: string, options: PlanOptions)
  *  the pattern's fixed base directory. */
 async function listGlob(pattern: string, options: PlanOptions): Promise<Listed[]> {
   const base = resolve(globBase(pattern))
+  const fg = await fastGlob()
   const matches = await fg(pattern, { onlyFiles: false, dot: true, absolute: true, followSymbolicLinks: false, unique: true })
   const files: InputItem[] = []
   const listings: Listed[] = [{ items: files, isTree: true }]
@@ -209,9 +209,15 @@ function missingInput(path: string, relPath: string, line: number): InputItem {
   }
 }
 
+/** fast-glob (25 modules) loads only for a directory or a glob: a run over named files does without it. */
+async function fastGlob() {
+  return (await import('fast-glob')).default
+}
+
 async function walkDirectory(root: string, options: PlanOptions): Promise<InputItem[]> {
   const realRoot = await realpath(root)
   // stats: fast-glob lstats the entries itself, concurrently (one awaited lstat per file took ~2 s for 10,000).
+  const fg = await fastGlob()
   const entries = await fg('**/*', {
     cwd: root,
     dot: true,
