@@ -1,15 +1,15 @@
 // `envcrypt bench`: the aws-encryption-cli caching demo as one command. Makes (or reuses) a dataset, starts
 // the local KMS in-process with an emulated round trip (or uses a real key given with -w), then runs the real
 // CLI as a child process for encrypt and decrypt, without and with caching, verifies every round trip, and
-// reports wall time, throughput, KMS calls, distinct data keys and peak RSS per run, next to the machine's
-// own reference figures (AES-256-GCM, SHA-384, ECDSA P-384 on one core).
+// reports wall time, throughput, KMS calls, distinct data keys and peak RSS per run, and each run's share of the
+// machine's own limit measured in the same run (machine.ts). With --baseline-encrypt/--baseline-decrypt it also
+// runs another tool (the official aws-encryption-cli) on the same dataset and prints envcrypt's ratio to it.
 //
 // Each run is its own process so that its peak RSS (read by a preload, bench-rss.ts) is its own.
 import { spawn } from 'node:child_process'
-import { createCipheriv, createHash, createSign, generateKeyPairSync, randomBytes } from 'node:crypto'
+import { randomBytes } from 'node:crypto'
 import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, readSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs'
-import { availableParallelism, cpus, tmpdir } from 'node:os'
-import { Worker } from 'node:worker_threads'
+import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import type { Argv } from 'yargs'
@@ -17,22 +17,31 @@ import cliProgress from 'cli-progress'
 import prettyBytes from 'pretty-bytes'
 import { ALGORITHM_NAMES } from '../message/algorithms.js'
 import { splitGroup } from '../cli/args.js'
-import { UsageError } from '../errors.js'
+import { EnvcryptError, UsageError } from '../errors.js'
 import { localKmsEnv, startLocalKms, type LocalKms } from '../local-kms/server.js'
 import { nativeActive } from '../message/native.js'
 import { parseCachingSpec, type CachingSettings } from '../keys/materials.js'
 import type { KmsCallCounts } from '../keys/keyrings.js'
 import { defaultEngineName } from '../run/defaults.js'
 import { renderBenchReport } from './report.js'
+import { measureMachine, runLimitSeconds, type MachineReference } from './machine.js'
+import { baselineArgv, compareWithDataset, runBaselineOnce, sameFile, type BaselineResult } from './baseline.js'
+
+export type { MachineReference } from './machine.js'
+export type { BaselineResult } from './baseline.js'
 
 export const DEFAULT_CACHING: CachingSettings = { capacity: 1, max_age: 10, max_messages_encrypted: 100 }
 const SIGNED = 'AES_256_GCM_HKDF_SHA512_COMMIT_KEY_ECDSA_P384'
 const UNSIGNED = 'AES_256_GCM_HKDF_SHA512_COMMIT_KEY'
 /** Random data is generated and written this much at a time. */
 const WRITE_CHUNK = 64 * 1024 * 1024
-const COMPARE_CHUNK = 4 * 1024 * 1024
-/** Datasets of files up to this size get the signing-rate comparison. */
-const SMALL_FILE_BYTES = 1024 * 1024
+
+/** The dataset shapes of the speed targets: 1 GiB as 200 files, 2,000 small files, one small file. */
+export const SHAPES = {
+  big: { files: 200, fileSize: 5_120_000 },
+  small: { files: 2000, fileSize: 4096 },
+  'one-file': { files: 1, fileSize: 1 },
+} as const
 
 export interface BenchOptions {
   files: number
@@ -42,12 +51,17 @@ export interface BenchOptions {
   latencyMs: number
   repeat: number
   caching: CachingSettings
+  /** Also run every engine with caching (default true). */
+  cachingRuns?: boolean
   /** `-w` groups; none: a key on the in-process local KMS. */
   wrappingKeys: string[][]
   engines: string[]
   algorithm: string
   jobs?: number
   json: boolean
+  /** Command templates of another tool, run on the same dataset: `{input}`, `{output}`. */
+  baselineEncrypt?: string
+  baselineDecrypt?: string
 }
 
 export interface BenchRun {
@@ -60,17 +74,11 @@ export interface BenchRun {
   kms_calls: KmsCallCounts
   distinct_data_keys: number
   peak_rss_mb: number
-}
-
-export interface MachineReference {
-  cores: number
-  cpu: string
-  aes_256_gcm_mb_per_s: number
-  sha384_mb_per_s: number
-  ecdsa_p384_signs_per_s: number
-  /** Signatures per second with every core signing at once (one thread per core): the ceiling for many
-   *  small signed files, each of which costs one signature. */
-  ecdsa_p384_signs_per_s_all_cores: number
+  /** The machine's limit for this run's work (machine.ts), and the run's share of it (limit / seconds). */
+  limit_seconds: number
+  share_of_limit: number
+  /** The baseline's best time over this run's: present only when that baseline's output was verified. */
+  baseline_ratio?: number
 }
 
 export interface BenchReport {
@@ -83,83 +91,16 @@ export interface BenchReport {
   native: boolean
   runs: BenchRun[]
   reference: MachineReference
-}
-
-// ---------- the machine's reference (one core, Node's crypto) ----------
-
-/** Repeat `step` for about `seconds`; returns steps per second. */
-function rate(step: () => void, seconds = 0.5): number {
-  step() // warm up
-  let count = 0
-  const started = performance.now()
-  let elapsed = 0
-  while (elapsed < seconds * 1000) {
-    for (let i = 0; i < 8; i++) step()
-    count += 8
-    elapsed = performance.now() - started
-  }
-  return (count * 1000) / elapsed
-}
-
-function measureOneCore(): Omit<MachineReference, 'ecdsa_p384_signs_per_s_all_cores'> {
-  const block = randomBytes(1024 * 1024)
-  const key = randomBytes(32)
-  const iv = randomBytes(12)
-  // openssl speed style: one context, large blocks.
-  const cipher = createCipheriv('aes-256-gcm', key, iv)
-  const aes = rate(() => void cipher.update(block)) * block.length
-  const hash = createHash('sha384')
-  const sha = rate(() => void hash.update(block)) * block.length
-  const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'secp384r1' })
-  const digestInput = randomBytes(64)
-  const signs = rate(() => void createSign('sha384').update(digestInput).sign(privateKey))
-  return {
-    cores: availableParallelism(),
-    cpu: cpus()[0]?.model ?? 'unknown',
-    aes_256_gcm_mb_per_s: Math.round(aes / 1e6),
-    sha384_mb_per_s: Math.round(sha / 1e6),
-    ecdsa_p384_signs_per_s: Math.round(signs),
-  }
-}
-
-// The signing rate on every core at once: one worker thread per core, started together. (A file-system
-// reference measured the same way, small-file create/write/rename round trips, was dropped: on this kind of
-// machine it swung from 1,100/s to 28,000/s between runs with the state of the ext4 journal.)
-const ALL_CORES_WORKER = `
-const { parentPort, workerData } = require('node:worker_threads')
-const crypto = require('node:crypto')
-const { privateKey } = crypto.generateKeyPairSync('ec', { namedCurve: 'secp384r1' })
-const input = crypto.randomBytes(64)
-const step = () => crypto.createSign('sha384').update(input).sign(privateKey)
-step()
-parentPort.postMessage('ready')
-parentPort.once('message', () => {
-  let count = 0
-  const started = performance.now()
-  while (performance.now() - started < workerData.seconds * 1000) { step(); count++ }
-  parentPort.postMessage(count / ((performance.now() - started) / 1000))
-})
-`
-
-async function allCoresSignRate(seconds = 1): Promise<number> {
-  const workers = Array.from({ length: availableParallelism() }, () => new Worker(ALL_CORES_WORKER, { eval: true, workerData: { seconds } }))
-  try {
-    // Each sets up (key generation, one warm-up signature) and says 'ready'; then all start at once.
-    const next = (worker: Worker) => new Promise<unknown>((resolve, reject) => (worker.once('message', resolve), worker.once('error', reject)))
-    await Promise.all(workers.map(next))
-    const rates = workers.map(next)
-    for (const worker of workers) worker.postMessage('start')
-    return (await Promise.all(rates)).reduce<number>((sum, value) => sum + Number(value), 0)
-  } finally {
-    await Promise.all(workers.map((worker) => worker.terminate()))
-  }
-}
-
-export async function measureReference(): Promise<MachineReference> {
-  return { ...measureOneCore(), ecdsa_p384_signs_per_s_all_cores: Math.round(await allCoresSignRate()) }
+  baselines: BaselineResult[]
 }
 
 // ---------- dataset ----------
+
+interface Dataset {
+  dir: string
+  names: string[]
+  bytes: number
+}
 
 function listDataset(dir: string): string[] {
   return readdirSync(dir).filter((name) => statSync(join(dir, name)).isFile()).sort()
@@ -183,21 +124,15 @@ export function prepareDataset(dir: string, files: number, size: number): string
   return listDataset(dir)
 }
 
-/** Compare two files piece by piece, so verifying a large file does not grow this process. */
-function sameFile(a: string, b: string): boolean {
-  if (statSync(a).size !== statSync(b).size) return false
-  const [fa, fb] = [openSync(a, 'r'), openSync(b, 'r')]
-  try {
-    const [ba, bb] = [Buffer.allocUnsafe(COMPARE_CHUNK), Buffer.allocUnsafe(COMPARE_CHUNK)]
-    for (;;) {
-      const read = readSync(fa, ba, 0, COMPARE_CHUNK, null)
-      if (readSync(fb, bb, 0, COMPARE_CHUNK, null) !== read) return false
-      if (read === 0) return true
-      if (!ba.subarray(0, read).equals(bb.subarray(0, read))) return false
+function warmPageCache(dir: string, names: readonly string[]): void {
+  const buffer = Buffer.allocUnsafe(4 * 1024 * 1024)
+  for (const name of names) {
+    const fd = openSync(join(dir, name), 'r')
+    try {
+      while (readSync(fd, buffer, 0, buffer.length, null) > 0);
+    } finally {
+      closeSync(fd)
     }
-  } finally {
-    closeSync(fa)
-    closeSync(fb)
   }
 }
 
@@ -258,85 +193,194 @@ const round = (value: number, digits: number) => Math.round(value * 10 ** digits
 
 // ---------- the whole bench ----------
 
-export async function runBench(options: BenchOptions, log: (line: string) => void = (line) => process.stderr.write(line + '\n')): Promise<BenchReport> {
+interface BenchKeys {
+  keySpec: string[]
+  env: Record<string, string>
+  kms?: LocalKms
+}
+
+/** The -w keys given, or a key on an in-process local KMS. */
+async function benchKeys(options: BenchOptions): Promise<BenchKeys> {
+  const keySpec = options.wrappingKeys.flatMap((group) => ['-w', ...group])
+  if (keySpec.length > 0) return { keySpec, env: {} }
+  const kms = await startLocalKms({ latencyMs: options.latencyMs })
+  const keyArn = await kms.createKey('envcrypt bench')
+  return { keySpec: ['-w', `key=${keyArn}`], env: localKmsEnv(kms), kms }
+}
+
+function checkBenchOptions(options: BenchOptions): void {
   if (!Number.isInteger(options.files) || options.files < 1) throw new UsageError('--files must be a positive integer')
   if (!Number.isInteger(options.fileSize) || options.fileSize < 0) throw new UsageError('--file-size must be a non-negative integer')
   if (!Number.isInteger(options.repeat) || options.repeat < 1) throw new UsageError('--repeat must be a positive integer')
+  // Refuse a bad template before any work.
+  for (const template of [options.baselineEncrypt, options.baselineDecrypt]) if (template !== undefined) baselineArgv(template, 'in', 'out')
+}
+
+export async function runBench(options: BenchOptions, log: (line: string) => void = (line) => process.stderr.write(line + '\n')): Promise<BenchReport> {
+  checkBenchOptions(options)
   // Progress (and these notes) on a terminal only; silent otherwise.
   const interactive = !options.json && Boolean(process.stderr.isTTY)
   const work = mkdtempSync(join(tmpdir(), 'envcrypt-bench-'))
   const dataDir = options.dir ?? join(work, 'data')
-  let kms: LocalKms | undefined
+  let keys: BenchKeys | undefined
   try {
     if (interactive) log(`envcrypt bench: preparing ${options.dir && existsSync(options.dir) ? 'the dataset in ' + options.dir : `${options.files} files of ${prettyBytes(options.fileSize)}`}`)
     const names = prepareDataset(dataDir, options.files, options.fileSize)
-    const bytes = names.reduce((sum, name) => sum + statSync(join(dataDir, name)).size, 0)
-    // The reference figures were taken with a warm page cache: read the dataset once so the first run
-    // measures envcrypt, not the disk.
+    const dataset: Dataset = { dir: dataDir, names, bytes: names.reduce((sum, name) => sum + statSync(join(dataDir, name)).size, 0) }
+    // The limit is taken with a warm page cache: read the dataset once so the first run measures envcrypt, not the disk.
     warmPageCache(dataDir, names)
-
-    let env: Record<string, string> = {}
-    let keySpec = options.wrappingKeys.flatMap((group) => ['-w', ...group])
-    if (keySpec.length === 0) {
-      kms = await startLocalKms({ latencyMs: options.latencyMs })
-      const keyArn = await kms.createKey('envcrypt bench')
-      keySpec = ['-w', `key=${keyArn}`]
-      env = localKmsEnv(kms)
-    }
-
-    if (interactive) log('envcrypt bench: measuring the machine reference (one core, then all cores)')
-    const reference = await measureReference()
-
+    keys = await benchKeys(options)
+    if (interactive) log('envcrypt bench: measuring the machine limit (I/O floor, one core, then all cores)')
+    const reference = await measureMachine(dataDir, names, work)
     const runs: BenchRun[] = []
-    const plan: Array<{ engine: string; caching: false | CachingSettings }> = []
-    for (const engine of options.engines) for (const caching of [false, options.caching] as const) plan.push({ engine, caching })
+    const timings = new Map<'encrypt' | 'decrypt', BaselineTimes>()
     for (let repetition = 0; repetition < options.repeat; repetition++) {
-      for (const { engine, caching } of plan) {
-        const label = `${engine}${caching ? ' caching' : ''}`
-        const encDir = join(work, 'enc')
-        const decDir = join(work, 'dec')
-        const metadata = join(work, 'meta.jsonl')
-        rmSync(encDir, { recursive: true, force: true })
-        rmSync(decDir, { recursive: true, force: true })
-        const common = [...keySpec, '--engine', engine, ...(caching ? ['--caching', ...cachingTokens(caching)] : []), ...(options.jobs ? ['-j', String(options.jobs)] : [])]
-        for (const mode of ['encrypt', 'decrypt'] as const) {
-          const bar = interactive ? new cliProgress.SingleBar({ format: `${mode.padEnd(7)} ${label.padEnd(14)} {bar} {value}/{total} files`, clearOnComplete: true }, cliProgress.Presets.shades_classic) : undefined
-          bar?.start(names.length, 0)
-          const args = mode === 'encrypt'
-            ? ['-e', '-r', '-i', dataDir, '-o', encDir, '--suffix', '', '--algorithm', options.algorithm, ...common, '--metadata-output', metadata, '--overwrite-metadata']
-            : ['-d', '-r', '-i', encDir, '-o', decDir, '--suffix', '', ...common, '--metadata-output', metadata, '--overwrite-metadata']
-          let result: ChildResult
-          try {
-            result = await runChild(args, env, () => bar?.increment(), interactive)
-          } finally {
-            bar?.stop()
-          }
-          if (result.summary.files_ok !== names.length) throw new Error(`${mode} ${label}: ${result.summary.files_ok} of ${names.length} files done`)
-          runs.push({
-            mode,
-            caching,
-            engine,
-            seconds: round(result.seconds, 3),
-            mb_per_s: round(bytes / 1e6 / result.seconds, 2),
-            files_per_s: round(names.length / result.seconds, 1),
-            kms_calls: result.summary.kms_calls,
-            distinct_data_keys: distinctDataKeys(metadata),
-            peak_rss_mb: result.peakRssMb,
-          })
-          if (interactive) log(formatRun(runs[runs.length - 1]))
-        }
-        for (const name of names) {
-          if (!sameFile(join(dataDir, name), join(decDir, name))) throw new Error(`round trip mismatch: ${name} (${label})`)
-        }
-      }
+      const encDir = await runEnvcryptPlan({ options, dataset, keys, reference, work, interactive, log }, runs)
+      // Alternately with envcrypt: the other tool's speed drifts during a long run.
+      await timeBaselines(options, dataset, encDir, work, timings)
     }
+    const baselines = await verifyBaselines(options, dataset, keys, work, timings)
+    addBaselineRatios(runs, baselines)
     // A reused --dir reports its own files, not the generation options.
-    return { files: names.length, file_size: Math.round(bytes / names.length), bytes, algorithm: options.algorithm, latency_ms: kms ? options.latencyMs : null, native: nativeActive(), runs, reference }
+    return {
+      files: names.length, file_size: Math.round(dataset.bytes / names.length), bytes: dataset.bytes, algorithm: options.algorithm,
+      latency_ms: keys.kms ? options.latencyMs : null, native: nativeActive(), runs, reference, baselines,
+    }
   } finally {
-    await kms?.close()
+    await keys?.kms?.close()
     rmSync(work, { recursive: true, force: true })
   }
 }
+
+interface PlanContext {
+  options: BenchOptions
+  dataset: Dataset
+  keys: BenchKeys
+  reference: MachineReference
+  work: string
+  interactive: boolean
+  log: (line: string) => void
+}
+
+/** Every engine, without and with caching, encrypt then decrypt, each round trip verified. Returns the
+ *  directory of the messages the last encrypt wrote (a decrypt baseline's input). */
+async function runEnvcryptPlan(context: PlanContext, runs: BenchRun[]): Promise<string> {
+  const { options, dataset, keys, work } = context
+  const encDir = join(work, 'enc')
+  const decDir = join(work, 'dec')
+  const cachings = options.cachingRuns === false ? [false as const] : [false as const, options.caching]
+  for (const engine of options.engines) {
+    for (const caching of cachings) {
+      const label = `${engine}${caching ? ' caching' : ''}`
+      rmSync(encDir, { recursive: true, force: true })
+      rmSync(decDir, { recursive: true, force: true })
+      const common = [...keys.keySpec, '--engine', engine, ...(caching ? ['--caching', ...cachingTokens(caching)] : []), ...(options.jobs ? ['-j', String(options.jobs)] : [])]
+      for (const mode of ['encrypt', 'decrypt'] as const) {
+        const args = mode === 'encrypt'
+          ? ['-e', '-r', '-i', dataset.dir, '-o', encDir, '--suffix', '', '--algorithm', options.algorithm, ...common]
+          : ['-d', '-r', '-i', encDir, '-o', decDir, '--suffix', '', ...common]
+        runs.push(await timedRun(context, { mode, engine, caching, label }, args))
+        if (context.interactive) context.log(formatRun(runs[runs.length - 1]!))
+      }
+      for (const name of dataset.names) {
+        if (!sameFile(join(dataset.dir, name), join(decDir, name))) throw new Error(`round trip mismatch: ${name} (${label})`)
+      }
+    }
+  }
+  return encDir
+}
+
+async function timedRun(context: PlanContext, run: Pick<BenchRun, 'mode' | 'engine' | 'caching'> & { label: string }, args: string[]): Promise<BenchRun> {
+  const { dataset, reference, work } = context
+  const metadata = join(work, 'meta.jsonl')
+  const files = dataset.names.length
+  const bar = context.interactive
+    ? new cliProgress.SingleBar({ format: `${run.mode.padEnd(7)} ${run.label.padEnd(14)} {bar} {value}/{total} files`, clearOnComplete: true }, cliProgress.Presets.shades_classic)
+    : undefined
+  bar?.start(files, 0)
+  let result: ChildResult
+  try {
+    result = await runChild([...args, '--metadata-output', metadata, '--overwrite-metadata'], context.keys.env, () => bar?.increment(), context.interactive)
+  } finally {
+    bar?.stop()
+  }
+  if (result.summary.files_ok !== files) throw new Error(`${run.mode} ${run.label}: ${result.summary.files_ok} of ${files} files done`)
+  const dataKeys = distinctDataKeys(metadata)
+  const limit = runLimitSeconds(reference, { mode: run.mode, bytes: dataset.bytes, files, signed: /ECDSA/.test(context.options.algorithm), keyPairs: run.caching ? dataKeys : files })
+  return {
+    mode: run.mode,
+    caching: run.caching,
+    engine: run.engine,
+    seconds: round(result.seconds, 3),
+    mb_per_s: round(dataset.bytes / 1e6 / result.seconds, 2),
+    files_per_s: round(files / result.seconds, 1),
+    kms_calls: result.summary.kms_calls,
+    distinct_data_keys: dataKeys,
+    peak_rss_mb: result.peakRssMb,
+    limit_seconds: round(limit, 4),
+    share_of_limit: round(limit / result.seconds, 4),
+  }
+}
+
+// ---------- the baselines ----------
+
+interface BaselineTimes {
+  template: string
+  seconds: number[]
+  output: string
+  error?: string
+}
+
+/** Runs each baseline once into an empty directory; a failing command is recorded, not thrown. */
+async function timeBaselines(options: BenchOptions, dataset: Dataset, encDir: string, work: string, timings: Map<'encrypt' | 'decrypt', BaselineTimes>): Promise<void> {
+  const templates = [['encrypt', options.baselineEncrypt, dataset.dir], ['decrypt', options.baselineDecrypt, encDir]] as const
+  for (const [mode, template, input] of templates) {
+    if (template === undefined) continue
+    const output = join(work, `baseline-${mode}`)
+    const times = timings.get(mode) ?? { template, seconds: [], output }
+    timings.set(mode, times)
+    if (times.error) continue
+    rmSync(output, { recursive: true, force: true })
+    mkdirSync(output)
+    try {
+      times.seconds.push(await runBaselineOnce(baselineArgv(template, input, output)))
+    } catch (err) {
+      times.error = (err as Error).message
+    }
+  }
+}
+
+/** What the baselines wrote last: decrypted bytes must equal the dataset; encrypted messages must decrypt with
+ *  envcrypt (same keys) to the dataset. */
+async function verifyBaselines(options: BenchOptions, dataset: Dataset, keys: BenchKeys, work: string, timings: Map<'encrypt' | 'decrypt', BaselineTimes>): Promise<BaselineResult[]> {
+  const results: BaselineResult[] = []
+  for (const [mode, times] of timings) {
+    let problem = times.error
+    if (!problem && mode === 'decrypt') problem = compareWithDataset(dataset.dir, dataset.names, times.output)
+    if (!problem && mode === 'encrypt') {
+      const check = join(work, 'baseline-check')
+      rmSync(check, { recursive: true, force: true })
+      try {
+        await runChild(['-d', '-r', '-i', times.output, '-o', check, '--suffix', '', ...keys.keySpec, '-S'], keys.env, () => undefined, false)
+        problem = compareWithDataset(dataset.dir, dataset.names, check)
+      } catch (err) {
+        problem = `envcrypt cannot decrypt what it wrote: ${(err as Error).message}`
+      }
+    }
+    const seconds = times.seconds.length ? Math.min(...times.seconds) : 0
+    results.push({ mode, command: times.template, seconds: round(seconds, 3), verified: !problem, ...(problem ? { verify_error: problem } : {}) })
+  }
+  return results
+}
+
+function addBaselineRatios(runs: BenchRun[], baselines: readonly BaselineResult[]): void {
+  for (const baseline of baselines) {
+    if (!baseline.verified) continue
+    for (const run of runs) if (run.mode === baseline.mode) run.baseline_ratio = round(baseline.seconds / run.seconds, 2)
+  }
+}
+
+// ---------- the report ----------
 
 function cachingTokens(caching: CachingSettings): string[] {
   return Object.entries(caching).map(([name, value]) => `${name}=${value}`)
@@ -348,60 +392,48 @@ function formatCalls(calls: KmsCallCounts): string {
 }
 
 function formatRun(run: BenchRun): string {
-  return `  ${run.mode.padEnd(7)} ${(run.engine + (run.caching ? ' caching' : '')).padEnd(14)} ${run.seconds.toFixed(2).padStart(8)} s ${run.mb_per_s.toFixed(1).padStart(8)} MB/s ${run.files_per_s.toFixed(1).padStart(9)} files/s  ${formatCalls(run.kms_calls).padEnd(22)} ${String(run.distinct_data_keys).padStart(6)} keys ${String(run.peak_rss_mb).padStart(6)} MB RSS`
-}
-
-function warmPageCache(dir: string, names: readonly string[]): void {
-  const buffer = Buffer.allocUnsafe(4 * 1024 * 1024)
-  for (const name of names) {
-    const fd = openSync(join(dir, name), 'r')
-    try {
-      while (readSync(fd, buffer, 0, buffer.length, null) > 0);
-    } finally {
-      closeSync(fd)
-    }
-  }
+  const ratio = run.baseline_ratio === undefined ? '' : `${run.baseline_ratio.toFixed(2).padStart(7)}x`
+  return `  ${run.mode.padEnd(7)} ${(run.engine + (run.caching ? ' caching' : '')).padEnd(14)} ${run.seconds.toFixed(2).padStart(8)} s ${run.mb_per_s.toFixed(1).padStart(8)} MB/s ${run.files_per_s.toFixed(1).padStart(9)} files/s  ${formatCalls(run.kms_calls).padEnd(22)} ${String(run.distinct_data_keys).padStart(6)} keys ${String(run.peak_rss_mb).padStart(6)} MB RSS ${run.limit_seconds.toFixed(3).padStart(8)} s ${(Math.round(run.share_of_limit * 100) + '%').padStart(5)}${ratio}`
 }
 
 export function formatReport(report: BenchReport): string {
-  const lines = [
+  const ref = report.reference
+  const baselineHeader = report.runs.some((run) => run.baseline_ratio !== undefined) ? ` ${'vs baseline'.padStart(11)}` : ''
+  return [
     `envcrypt bench: ${report.files} files x ${report.file_size} B (${prettyBytes(report.bytes)}), ${report.algorithm}, KMS ${report.latency_ms === null ? 'as configured' : `local, ${report.latency_ms} ms latency`}`,
-    `  ${'mode'.padEnd(7)} ${'run'.padEnd(14)} ${'wall'.padStart(10)} ${'throughput'.padStart(13)} ${'files/s'.padStart(17)}  ${'KMS calls'.padEnd(22)} ${'data keys'.padStart(11)} ${'peak RSS'.padStart(13)}`,
+    `  ${'mode'.padEnd(7)} ${'run'.padEnd(14)} ${'wall'.padStart(10)} ${'throughput'.padStart(13)} ${'files/s'.padStart(17)}  ${'KMS calls'.padEnd(22)} ${'data keys'.padStart(11)} ${'peak RSS'.padStart(13)} ${'limit'.padStart(10)} ${'share'.padStart(5)}${baselineHeader}`,
     ...report.runs.map(formatRun),
     `frame loop: ${report.native ? 'native kernel' : 'JavaScript (native kernel not built, or ENVCRYPT_NATIVE=0)'}`,
-    `machine reference (one core of ${report.reference.cores}, Node crypto): AES-256-GCM ${report.reference.aes_256_gcm_mb_per_s} MB/s, SHA-384 ${report.reference.sha384_mb_per_s} MB/s, ECDSA P-384 ${report.reference.ecdsa_p384_signs_per_s} signs/s`,
-    `machine reference (all ${report.reference.cores} cores at once): ECDSA P-384 ${report.reference.ecdsa_p384_signs_per_s_all_cores} signs/s`,
-    ...signedShareLines(report),
-  ]
-  return lines.join('\n')
+    `machine limit, measured in this run (${ref.cores} cores, ${ref.cpu}):`,
+    `  I/O floor ${ref.io_floor_seconds.toFixed(3)} s (one-process copy of the dataset, one reused 1 MiB buffer)`,
+    `  one core: AES-256-GCM ${ref.aes_256_gcm_mb_per_s} MB/s, SHA-384 ${ref.sha384_mb_per_s} MB/s, ECDSA P-384 ${ref.ecdsa_p384_signs_per_s} signs/s`,
+    `  all ${ref.cores} cores at once: ECDSA P-384 ${ref.ecdsa_p384_key_pairs_per_s_all_cores} key pairs/s, ${ref.ecdsa_p384_signs_per_s_all_cores} signs/s, ${ref.ecdsa_p384_verifies_per_s_all_cores} verifies/s`,
+    `  a run's limit: I/O floor + bytes through AES-GCM (and SHA-384 if signed) over ${ref.cores} cores + its ECDSA operations at the all-core rates; share = limit / wall`,
+    ...report.baselines.map(formatBaseline),
+  ].join('\n')
 }
 
-/** For signed suites and small files: each encrypt run's files/s as a share of the all-core signing rate,
- *  the most small signed files per second the machine could write. */
-function signedShareLines(report: BenchReport): string[] {
-  // Only where a file's signature is a noticeable part of its cost: small files.
-  if (!/ECDSA/.test(report.algorithm) || report.file_size > SMALL_FILE_BYTES) return []
-  const signs = report.reference.ecdsa_p384_signs_per_s_all_cores
-  return [
-    `signed encrypt runs against the all-core signing rate (${signs} signs/s):`,
-    ...report.runs
-      .filter((run) => run.mode === 'encrypt')
-      .map((run) => `  ${(run.engine + (run.caching ? ' caching' : '')).padEnd(14)} ${run.files_per_s.toFixed(1).padStart(9)} files/s = ${Math.round((run.files_per_s / signs) * 100)}% of it`),
-  ]
+function formatBaseline(baseline: BaselineResult): string {
+  const outcome = baseline.verified ? 'output verified' : `verification FAILED: ${baseline.verify_error}`
+  return `baseline ${baseline.mode}: ${baseline.seconds.toFixed(2)} s (best), ${outcome}: ${baseline.command}`
 }
 
 // ---------- the command ----------
 
 export function benchCommand(y: Argv) {
   return y
-    .option('files', { type: 'number', default: 200, describe: 'number of files in the generated dataset' })
-    .option('file-size', { type: 'number', default: 5_120_000, describe: 'size of each generated file in bytes' })
+    .option('shape', { type: 'string', choices: Object.keys(SHAPES), describe: 'dataset shape: big (200 x 5,120,000 B, the default), small (2,000 x 4 KiB), one-file (1 x 1 B)' })
+    .option('files', { type: 'number', describe: 'number of files in the generated dataset (default 200)' })
+    .option('file-size', { type: 'number', describe: 'size of each generated file in bytes (default 5120000)' })
     .option('dir', { type: 'string', describe: 'dataset directory: reused if it holds files, filled otherwise' })
     .option('latency-ms', { type: 'number', default: 10, describe: 'emulated KMS round trip of the in-process local KMS' })
-    .option('repeat', { type: 'number', default: 1, describe: 'repeat every run this many times' })
+    .option('repeat', { type: 'number', default: 1, describe: 'repeat every run (and each baseline) this many times; baselines count their best' })
     .option('json', { type: 'boolean', describe: 'print one JSON object instead of the table' })
     .option('caching', { type: 'string', array: true, describe: 'caching settings for the caching runs (default capacity=1 max_age=10 max_messages_encrypted=100)' })
-    .option('wrapping-keys', { alias: 'w', type: 'string', array: true, describe: 'use this key (e.g. key=ARN) instead of the local KMS' })
+    .option('caching-runs', { type: 'boolean', default: true, describe: 'also run each engine with caching (--no-caching-runs: without only)' })
+    .option('wrapping-keys', { alias: 'w', type: 'string', array: true, describe: 'use this key instead of the local KMS: key=ARN, or provider=raw-aes key=NAME material=file://PATH (as a baseline tool would)' })
+    .option('baseline-encrypt', { type: 'string', describe: 'another tool\'s encrypt command, run on the same dataset: {input} is the dataset directory, {output} an empty one' })
+    .option('baseline-decrypt', { type: 'string', describe: 'another tool\'s decrypt command: {input} is the directory of messages envcrypt wrote, {output} an empty one' })
     .option('engine', { type: 'string', array: true, choices: ['pool', 'js', 'sdk'], describe: 'engine(s) to run (default: the CLI default)' })
     .option('signed', { type: 'boolean', describe: `the signed suite ${SIGNED} (default)` })
     .option('unsigned', { type: 'boolean', describe: `the unsigned suite ${UNSIGNED}` })
@@ -410,18 +442,23 @@ export function benchCommand(y: Argv) {
     .option('report', { type: 'string', describe: 'also write a self-contained HTML page with charts of the runs to FILE.html' })
     .example('$0 bench --report bench.html', 'the default benchmark, plus charts in bench.html')
     .example('$0 bench', '1 GiB as 200 files, encrypt and decrypt without and with caching')
-    .example('$0 bench --files 10000 --file-size 4096 --json', 'many small files, as JSON')
+    .example('$0 bench --shape small --json', '2,000 small files, as JSON')
+    .example('$0 bench -w provider=raw-aes key=k1 material=file://key.bin --no-caching-runs --repeat 3 --baseline-encrypt \'aws-encryption-cli -e -r -i {input} -o {output} -w provider=raw-aes key=k1 -S\'', 'envcrypt against another tool on the same data and key')
 }
 
 export interface BenchArgs {
-  files: number
-  fileSize: number
+  shape?: keyof typeof SHAPES
+  files?: number
+  fileSize?: number
   dir?: string
   latencyMs: number
   repeat: number
   json?: boolean
   caching?: string[]
+  cachingRuns: boolean
   wrappingKeys?: string[]
+  baselineEncrypt?: string
+  baselineDecrypt?: string
   engine?: string[]
   signed?: boolean
   unsigned?: boolean
@@ -432,22 +469,28 @@ export interface BenchArgs {
 
 export async function benchMain(args: BenchArgs): Promise<void> {
   if ([args.signed, args.unsigned, args.algorithm !== undefined].filter(Boolean).length > 1) throw new UsageError('choose one of --signed, --unsigned, --algorithm')
+  const shape = SHAPES[args.shape ?? 'big']
   const report = await runBench({
-    files: args.files,
-    fileSize: args.fileSize,
+    files: args.files ?? shape.files,
+    fileSize: args.fileSize ?? shape.fileSize,
     dir: args.dir,
     latencyMs: args.latencyMs,
     repeat: args.repeat,
     caching: args.caching?.length ? parseCachingSpec(args.caching.flatMap(splitGroup)) : DEFAULT_CACHING,
+    cachingRuns: args.cachingRuns,
     wrappingKeys: (args.wrappingKeys ?? []).map(splitGroup),
     engines: args.engine?.length ? args.engine : [defaultEngineName()],
     algorithm: args.algorithm ?? (args.unsigned ? UNSIGNED : SIGNED),
     jobs: args.jobs,
     json: Boolean(args.json),
+    baselineEncrypt: args.baselineEncrypt,
+    baselineDecrypt: args.baselineDecrypt,
   })
   process.stdout.write(args.json ? JSON.stringify(report) + '\n' : formatReport(report) + '\n')
   if (args.report !== undefined) {
     writeFileSync(args.report, renderBenchReport(report))
     if (!args.json) process.stderr.write(`envcrypt bench: charts written to ${args.report}\n`)
   }
+  const failed = report.baselines.filter((baseline) => !baseline.verified)
+  if (failed.length) throw new EnvcryptError(`baseline ${failed.map((b) => `${b.mode} failed verification (${b.verify_error})`).join('; ')}`)
 }
