@@ -80,7 +80,7 @@ describe('envcrypt bench', () => {
   it('--baseline-encrypt/--baseline-decrypt: a correct tool is verified and compared; its time is best of --repeat', async () => {
     const work = tempDir()
     const key = rawAesKey(work)
-    const keyWords = key.spec.slice(1).join(' ')
+    const keyWords = key.spec.join(' ')
     const tool = `${process.execPath} ${CLI}`
     const result = await runCli(['bench', '--files', '4', '--file-size', '3000', '--no-caching-runs', '--repeat', '2', '--json', ...key.spec,
       '--baseline-encrypt', `${tool} -e -r -i {input} -o {output} ${keyWords} -S -q`,
