@@ -36,7 +36,6 @@ describe('what a command loads', () => {
     const key = rawAesKey(dir)
     writeFileSync(join(dir, 'plain.txt'), 'one small file')
     const encrypt = await loadsOf(['-e', '-i', join(dir, 'plain.txt'), '-o', join(dir, 'plain.enc'), ...key.spec, '-S'])
-    expect(encrypt.stderr).toMatch(/encrypted 1 file/)
     expect(encrypt.code).toBe(0)
     const decrypt = await loadsOf(['-d', '-i', join(dir, 'plain.enc'), '-o', join(dir, 'back.txt'), ...key.spec, '-S'])
     expect(decrypt.code).toBe(0)
