@@ -255,8 +255,9 @@ export function makeSigningKeyPairs({ curve, count }: { curve: string; count: nu
     ecdh.generateKeys()
     const point = ecdh.getPublicKey(undefined, 'compressed')
     const raw = ecdh.getPrivateKey()
+    // Not zeroed here: records holds this very buffer until the concat below (zeroing it here wrote all-zero
+    // scalars, whose signatures never verified); every record is zeroed after the concat.
     records.push(Buffer.alloc(point.length - 1 - raw.length), raw, point)
-    raw.fill(0)
   }
   const bytes = new Uint8Array(Buffer.concat(records))
   records.forEach((record) => record.fill(0))
