@@ -142,3 +142,30 @@ describe('the raw AES keyring (-w provider=raw-aes) with its synchronous data ke
     setup.dispose()
   })
 })
+
+describe('makeSigningKeyPairs: the workers\' key pairs, native and JavaScript', () => {
+  for (const native of [true, false]) {
+    it(`${native ? 'native kernel' : 'ENVCRYPT_NATIVE=0 (Node\'s ECDH)'}: every record's scalar gives its public point, on P-384 and P-256`, () => {
+      if (!native) process.env.ENVCRYPT_NATIVE = '0'
+      try {
+        for (const [curve, field] of [['secp384r1', 48], ['prime256v1', 32]] as const) {
+          const records = Buffer.from(makeSigningKeyPairs({ curve, count: 6 }))
+          expect(records).toHaveLength(6 * (2 * field + 1))
+          const points = new Set<string>()
+          for (let at = 0; at < records.length; at += 2 * field + 1) {
+            const scalar = records.subarray(at, at + field)
+            const point = records.subarray(at + field, at + 2 * field + 1)
+            expect(scalar.some((byte) => byte !== 0)).toBe(true)
+            const ecdh = createECDH(curve)
+            ecdh.setPrivateKey(scalar)
+            expect(ecdh.getPublicKey(undefined, 'compressed').equals(point)).toBe(true)
+            points.add(point.toString('hex'))
+          }
+          expect(points.size).toBe(6)
+        }
+      } finally {
+        delete process.env.ENVCRYPT_NATIVE
+      }
+    })
+  }
+})
