@@ -69,6 +69,7 @@ async function runTree(mode: Mode, options: EncryptTreeOptions & DecryptTreeOpti
     openSources: new Set(),
     warn,
     stop,
+    keySpecs: specs,
   }
   options.onPlan?.(planned.length, planned.reduce((sum, file) => sum + (file.input.size ?? 0), 0))
   const allByFile = !run.streamsOnly && planned.every((file) => file.input.localPath !== undefined && file.output.openTemporary)

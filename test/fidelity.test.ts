@@ -150,3 +150,21 @@ describe('the seed blog (AWS Security blog, aws-encryption-cli caching walkthrou
     expect(readJsonLines(join(dir, 'tmp-decrypt')).map((r) => r.mode)).toEqual(Array(5).fill('decrypt'))
   })
 })
+
+describe("newcomers' mistakes", () => {
+  it('a wrong key name or a missing namespace= on decrypt names the key the message was wrapped for, the keys given, and the namespace to use', async () => {
+    const { dir, input, key } = setup({ 'a.txt': 'alpha' })
+    const material = key.spec[3]!
+    const enc = await runCli(['-e', '-i', join(input, 'a.txt'), '-o', join(dir, 'a.enc'), '-w', 'provider=raw-aes', 'key=k1', 'namespace=team-ns', material, '-S'])
+    expect(enc.code, enc.stderr).toBe(0)
+    const wrapped = 'the message was wrapped for provider team-ns, key k1 (raw AES, 16-byte tag, 12-byte IV)'
+    const wrongName = await runCli(['-d', '-i', join(dir, 'a.enc'), '-o', join(dir, 'a.dec'), '-w', 'provider=raw-aes', 'key=k2', 'namespace=team-ns', material, '-S'])
+    expect(wrongName.code).toBe(1)
+    expect(wrongName.stderr).toContain(`${join(dir, 'a.enc')}: no wrapping key could decrypt the data key: ${wrapped}; given: raw-aes namespace=team-ns key=k2\n`)
+    const noNamespace = await runCli(['-d', '-i', join(dir, 'a.enc'), '-o', join(dir, 'a.dec'), '-w', 'provider=raw-aes', 'key=k1', material, '-S', '--engine', 'sdk'])
+    expect(noNamespace.code).toBe(1)
+    expect(noNamespace.stderr).toContain(`: ${wrapped}; given: raw-aes namespace=envcrypt key=k1; only the namespace differs: use namespace=team-ns\n`)
+    expect(noNamespace.stderr).not.toMatch(/unencryptedDataKey/)
+    expect(existsSync(join(dir, 'a.dec'))).toBe(false)
+  })
+})

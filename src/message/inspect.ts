@@ -64,7 +64,7 @@ export function renderInspectTable(result: InspectResult): string {
   rows.push(['data keys', String(h.encrypted_data_keys.length)])
   h.encrypted_data_keys.forEach((edk, index) => {
     const provider = Buffer.from(edk.key_provider.provider_id, 'base64')
-    rows.push([`  #${index + 1}`, `provider ${describeBytes(provider)}, key ${describeKeyInfo(Buffer.from(edk.key_provider.key_info, 'base64'))}`])
+    rows.push([`  #${index + 1}`, describeKeyProvider(provider, Buffer.from(edk.key_provider.key_info, 'base64'))])
   })
   const width = Math.max(...rows.map(([label]) => label.length))
   return [result.input, ...rows.map(([label, value]) => `  ${label.padEnd(width)}  ${value}`)].join('\n')
@@ -76,15 +76,25 @@ function describeBytes(bytes: Buffer): string {
   return text.includes('\ufffd') || /[\x00-\x1f\x7f]/.test(text) ? `base64:${bytes.toString('base64')}` : text
 }
 
-/** Raw AES keyrings store `name || tag bits (4 bytes) || IV length (4 bytes) || IV`; show the name as text. */
-function describeKeyInfo(info: Buffer): string {
-  for (const ivLength of [12]) {
-    const nameLength = info.length - 8 - ivLength
-    if (nameLength < 1) continue
-    const tagBits = info.readUInt32BE(nameLength)
-    if (info.readUInt32BE(nameLength + 4) === ivLength && tagBits === 128) {
-      return `${describeBytes(info.subarray(0, nameLength))} (raw AES, ${tagBits / 8}-byte tag, ${ivLength}-byte IV)`
-    }
+/** `provider P, key K`, as the table shows a data key's provider (also used to explain a failed unwrap). */
+export function describeKeyProvider(providerId: Buffer, keyInfo: Buffer): string {
+  return `provider ${describeBytes(providerId)}, key ${describeKeyInfo(keyInfo)}`
+}
+
+const RAW_AES_IV_LENGTH = 12
+const RAW_AES_TAG_BITS = 128
+
+/** The key name in a data key's key info: raw AES keyrings store `name || tag bits (4 bytes) || IV length
+ *  (4 bytes) || IV`; other providers store the name (or ARN) alone. */
+export function keyNameOf(info: Buffer): { name: Buffer; rawAes: boolean } {
+  const nameLength = info.length - 8 - RAW_AES_IV_LENGTH
+  if (nameLength >= 1 && info.readUInt32BE(nameLength) === RAW_AES_TAG_BITS && info.readUInt32BE(nameLength + 4) === RAW_AES_IV_LENGTH) {
+    return { name: info.subarray(0, nameLength), rawAes: true }
   }
-  return describeBytes(info)
+  return { name: info, rawAes: false }
+}
+
+function describeKeyInfo(info: Buffer): string {
+  const { name, rawAes } = keyNameOf(info)
+  return rawAes ? `${describeBytes(name)} (raw AES, ${RAW_AES_TAG_BITS / 8}-byte tag, ${RAW_AES_IV_LENGTH}-byte IV)` : describeBytes(info)
 }

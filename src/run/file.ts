@@ -9,6 +9,8 @@ import type { PlannedFile } from '../store/plan.js'
 import type { FileEngine } from '../message/pool.js'
 import type { DecryptTreeOptions, EncryptTreeOptions, FileEvent, MessageStage, TransformedSource, TreeSummary } from './options.js'
 import { base64Decode, base64EncodeInto } from './base64.js'
+import { explainUnwrapFailure, isBareUnwrapFailure } from '../keys/mismatch.js'
+import type { WrappingKeySpec } from '../keys/keyrings.js'
 
 /** What every file of one run shares: set up once by runTree. */
 export interface TreeRun {
@@ -31,6 +33,8 @@ export interface TreeRun {
   warn: (message: string) => void
   /** Set by the first error that will fail every file: files not started yet are then not attempted. */
   stop: RunStop
+  /** The -w keys, to explain a data key none of them could unwrap. */
+  keySpecs: readonly WrappingKeySpec[]
 }
 
 export interface RunStop {
@@ -200,18 +204,20 @@ async function recordFailure(run: TreeRun, file: PlannedFile, progress: FileProg
     await progress.writer.abort()
   }
   const interrupted = options.signal?.aborted
+  const knownHeader = progress.header ?? progress.parsed?.header
   let message = interrupted ? 'interrupted' : describeError(err)
   // Keyrings may wrap the run-wide error in their own message: it is reported once, by its own words.
   if (run.stop.error && message.includes(run.stop.error.message)) {
     message = run.stop.error.message
     event.runWide = true
+  } else if (!interrupted && !run.stage && run.mode !== 'encrypt' && knownHeader && isBareUnwrapFailure(message)) {
+    message = explainUnwrapFailure(knownHeader, run.keySpecs)
   }
   event.status = 'failed'
   event.error = message
   if (interrupted) return
   summary.files_failed++
   summary.failures.push({ input: file.input.display, error: message })
-  const knownHeader = progress.header ?? progress.parsed?.header
   if (knownHeader) {
     run.metadata.write(metadataRecord({ header: knownHeader, headerAuth: progress.parsed?.headerAuth, input: file.input.display, output: file.output.display, mode: run.mode, error: message }))
   }
