@@ -167,4 +167,20 @@ describe("newcomers' mistakes", () => {
     expect(noNamespace.stderr).not.toMatch(/unencryptedDataKey/)
     expect(existsSync(join(dir, 'a.dec'))).toBe(false)
   })
+
+  it('material=/path without file:// suggests material=file:///path; a value that may be the key itself is never echoed', async () => {
+    const { dir, input, key } = setup({ 'a.txt': 'alpha' })
+    const run = (material: string) => runCli(['-e', '-i', join(input, 'a.txt'), '-o', join(dir, 'a.enc'), '-w', 'provider=raw-aes', 'key=k1', `material=${material}`, '-S'], { cwd: dir })
+    const absolute = await run(key.path)
+    expect(absolute.code).toBe(2)
+    expect(absolute.stderr.trim()).toBe(`envcrypt: error: -w/--wrapping-keys: material=${key.path}: a key file is named as a URL; write material=file://${key.path} (see envcrypt --help)`)
+    expect((await run('./k1.key')).stderr).toContain(`write material=file://${key.path} `)
+    const secret = 'c2VjcmV0LWtleS1ieXRlcy0zMi1sb25nLWZvci10ZXN0cw=='
+    for (const value of [secret, `/${secret}`]) {
+      const refused = await run(value)
+      expect(refused.code).toBe(2)
+      expect(refused.stderr).toMatch(/material must be file:\/\/PATH/)
+      expect(refused.stderr).not.toContain(secret)
+    }
+  })
 })

@@ -1,6 +1,7 @@
 // Every `-w/--wrapping-keys` spec becomes a keyring here, and nowhere else (as age's parse.go).
 // Key material is only ever read from files named by `material=file://PATH`, never from argv.
-import { readFileSync, statSync } from 'node:fs'
+import { existsSync, readFileSync, statSync } from 'node:fs'
+import { resolve as resolvePath } from 'node:path'
 import { createPrivateKey, createPublicKey, randomFillSync, constants as cryptoConstants } from 'node:crypto'
 import { homedir } from 'node:os'
 import { createRequire } from 'node:module'
@@ -90,10 +91,7 @@ export function parseWrappingKeySpec(tokens: readonly string[]): WrappingKeySpec
     if (provider === 'raw-aes' && values.has('padding')) throw new UsageError('-w/--wrapping-keys: "padding" applies to raw-rsa keys only')
     if (spec.keys.length !== 1) throw new UsageError(`-w/--wrapping-keys: ${provider} needs exactly one key=NAME`)
     if (material === undefined) throw new UsageError(`-w/--wrapping-keys: ${provider} needs material=file://PATH`)
-    if (!material.startsWith('file://')) {
-      // Never echo the value: it may be the key itself.
-      throw new UsageError('-w/--wrapping-keys: material must be file://PATH; key material is never accepted on the command line')
-    }
+    if (!material.startsWith('file://')) throw new UsageError(materialNotFileUrl(material))
     spec.materialPath = expandHome(material.slice('file://'.length))
   }
   if (spec.discoveryAccounts.length > 0 !== (spec.discoveryPartition !== undefined)) {
@@ -185,6 +183,18 @@ export function buildKeyring(specs: readonly WrappingKeySpec[], mode: 'encrypt' 
       clients.clear()
     },
   }
+}
+
+/** A `material=` value without `file://`: a path gets the spelling that works; anything else may be the key
+ *  itself, which is never echoed. A value is shown only when it cannot be base64 or hex key material (./ ../ ~/,
+ *  or a / path with a dot in it) or names an existing file. */
+function materialNotFileUrl(material: string): string {
+  const looksLikePath = /^(\.{1,2}\/|~\/)/.test(material) || (material.startsWith('/') && (material.includes('.') || existsSync(material)))
+  if (looksLikePath) {
+    const absolute = resolvePath(expandHome(material))
+    return `-w/--wrapping-keys: material=${material}: a key file is named as a URL; write material=file://${absolute}`
+  }
+  return '-w/--wrapping-keys: material must be file://PATH (e.g. material=file:///home/me/key.bin); key material is never accepted on the command line'
 }
 
 function readKeyFile(spec: WrappingKeySpec, options: KeyringOptions): Buffer {
