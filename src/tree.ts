@@ -3,7 +3,8 @@
 // CLI is a thin layer over these two functions.
 import { setMaxListeners } from 'node:events'
 import pLimit from 'p-limit'
-import { parseAlgorithm, parseCommitmentPolicy } from './message/algorithms.js'
+import { open } from 'node:fs/promises'
+import { parseAlgorithm, parseCommitmentPolicy, startsLikeMessage } from './message/algorithms.js'
 import { jsEngine } from './message/engine-js.js'
 import { sdkEngine, type ByteSource, type Engine } from './message/engine.js'
 import { isFileEngine, poolEngine } from './message/pool.js'
@@ -75,9 +76,11 @@ async function runTree(mode: Mode, options: EncryptTreeOptions & DecryptTreeOpti
   const allByFile = !run.streamsOnly && planned.every((file) => file.input.localPath !== undefined && file.output.openTemporary)
   const jobs = jobsWithinLimits(options.jobs, allByFile ? defaultPoolJobs() : defaultJobs(), warn)
   const stopListening = listenForAbort(run, jobs)
+  const messageCheck = mode === 'encrypt' && !options.transformSource ? warnAboutMessageInputs(planned, warn) : undefined
   try {
     const limit = pLimit(jobs)
     await Promise.all(planned.map((file) => limit(() => processFile(run, file))))
+    await messageCheck
   } finally {
     stopListening()
     keyringSetup.dispose()
@@ -91,6 +94,31 @@ async function runTree(mode: Mode, options: EncryptTreeOptions & DecryptTreeOpti
     run.summary.files_not_attempted ??= 0
   }
   return run.summary
+}
+
+/** Encrypting a message again is almost always a slip (-e for -d, or a re-run over its own output): say so
+ *  once, with how many local inputs already start like a message. Runs beside the encryption (8 bytes per
+ *  file through the thread pool) rather than before it, so it does not delay the first file. */
+async function warnAboutMessageInputs(planned: readonly PlannedFile[], warn: (message: string) => void): Promise<void> {
+  const messages: string[] = []
+  const limit = pLimit(8)
+  await Promise.all(planned.map((file) => limit(async () => {
+    const path = file.input.localPath
+    if (path === undefined || !file.input.size) return
+    const handle = await open(path, 'r').catch(() => undefined)
+    if (!handle) return // unreadable here: the file's own step reports it
+    try {
+      const { buffer, bytesRead } = await handle.read(Buffer.alloc(8), 0, 8, 0)
+      if (startsLikeMessage(buffer.subarray(0, bytesRead))) messages.push(file.input.display)
+    } catch {
+      // as above
+    } finally {
+      await handle.close()
+    }
+  })))
+  if (messages.length) {
+    warn(`${messages.length} of ${planned.length} input(s) already look like Encryption SDK messages (${messages.sort()[0]}${messages.length > 1 ? ', ...' : ''}); encrypting them again (use -d to decrypt)`)
+  }
 }
 
 /** Refuses bad numeric options before anything is planned; returns the engine to use. */

@@ -183,4 +183,15 @@ describe("newcomers' mistakes", () => {
       expect(refused.stderr).not.toContain(secret)
     }
   })
+
+  it('-e given inputs that already are messages (raw or --encode) warns once, naming how many', async () => {
+    const { dir, input, key } = setup({ 'a.txt': 'alpha', 'b.txt': 'beta', 'c.txt': 'gamma' })
+    expect((await runCli(['-e', '-i', join(input, 'a.txt'), '-o', join(input, 'a.enc'), ...key.spec, '-S'])).code).toBe(0)
+    expect((await runCli(['-e', '-i', join(input, 'b.txt'), '-o', join(input, 'b.b64'), '--encode', ...key.spec, '-S'])).code).toBe(0)
+    const again = await runCli(['-e', '-r', '-i', input, '-o', join(dir, 'enc'), ...key.spec, '-S'])
+    expect(again.code, again.stderr).toBe(0)
+    expect(again.stderr.trim().split('\n')).toEqual([`envcrypt: warning: 2 of 5 input(s) already look like Encryption SDK messages (${join(input, 'a.enc')}, ...); encrypting them again (use -d to decrypt)`])
+    const plain = await runCli(['-e', '-i', join(input, 'c.txt'), '-o', join(dir, 'c.enc'), ...key.spec, '-S'])
+    expect(plain.stderr).toBe('')
+  })
 })

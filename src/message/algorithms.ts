@@ -26,6 +26,14 @@ for (const [name, id] of [...idByName]) {
 
 export const ALGORITHM_NAMES: readonly string[] = [...idByName.keys()]
 
+/** Whether `head` (a file's first bytes) starts like an Encryption SDK message, raw or base64 (`--encode`):
+ *  version 1 (type 0x80) or 2, then a known suite id. */
+export function startsLikeMessage(head: Uint8Array): boolean {
+  const bytes = /^[A-Za-z0-9+/]{4}/.test(Buffer.from(head.subarray(0, 4)).toString('latin1')) ? Buffer.from(Buffer.from(head.subarray(0, 8)).toString('latin1'), 'base64') : head
+  const suite = (at: number) => bytes.length >= at + 2 && nameById.has((bytes[at]! << 8) | bytes[at + 1]!)
+  return (bytes[0] === 1 && bytes[1] === 0x80 && suite(2)) || (bytes[0] === 2 && suite(1))
+}
+
 export function algorithmName(id: number): string {
   return nameById.get(id) ?? `UNKNOWN_0x${id.toString(16).padStart(4, '0')}`
 }
