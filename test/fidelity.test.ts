@@ -3,7 +3,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { split as shellSplit } from 'shlex'
 import { localKmsEnv, startLocalKms, type LocalKms } from '../src/local-kms/server.js'
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { listFiles, rawAesKey, readJsonLines, runCli, tempDir, writeTree } from './helpers/cli.js'
 
@@ -193,5 +193,35 @@ describe("newcomers' mistakes", () => {
     expect(again.stderr.trim().split('\n')).toEqual([`envcrypt: warning: 2 of 5 input(s) already look like Encryption SDK messages (${join(input, 'a.enc')}, ...); encrypting them again (use -d to decrypt)`])
     const plain = await runCli(['-e', '-i', join(input, 'c.txt'), '-o', join(dir, 'c.enc'), ...key.spec, '-S'])
     expect(plain.stderr).toBe('')
+  })
+
+  it('keygen --out ~/.envcrypt/key.bin on a fresh machine creates every missing parent, each mode 0700, the key 0600', async () => {
+    const home = tempDir()
+    writeFileSync(join(home, 'existing-marker'), '')
+    // The shell expands ~ before envcrypt sees it.
+    const result = await runCli(['keygen', '--out', join(home, '.envcrypt', 'deep', 'key.bin')])
+    expect(result.code, result.stderr).toBe(0)
+    expect(statSync(join(home, '.envcrypt')).mode & 0o777).toBe(0o700)
+    expect(statSync(join(home, '.envcrypt', 'deep')).mode & 0o777).toBe(0o700)
+    expect(statSync(join(home, '.envcrypt', 'deep', 'key.bin')).mode & 0o777).toBe(0o600)
+    expect(statSync(home).mode & 0o777).toBe(0o700) // mkdtemp's own mode, left alone
+    expect(readFileSync(join(home, '.envcrypt', 'deep', 'key.bin'))).toHaveLength(32)
+  })
+
+  it('--max-encrypted-data-keys 0 is a usage error; --decrypt-unsigned names the suite as the official CLI does, on every engine', async () => {
+    const { dir, input, key } = setup({ 'a.txt': 'alpha' })
+    for (const value of ['0', '1.5']) {
+      const bad = await runCli(['-e', '-r', '-i', input, '-o', join(dir, 'enc'), ...key.spec, '-S', '--max-encrypted-data-keys', value])
+      expect(bad.code).toBe(2)
+      expect(bad.stderr.trim()).toBe('envcrypt: error: --max-encrypted-data-keys must be a positive integer (see envcrypt --help)')
+    }
+    expect(existsSync(join(dir, 'enc'))).toBe(false)
+    expect((await runCli(['-e', '-r', '-i', input, '-o', join(dir, 'enc'), ...key.spec, '-S'])).code).toBe(0)
+    for (const engine of ['pool', 'js', 'sdk']) {
+      const signed = await runCli(['--decrypt-unsigned', '-r', '-i', join(dir, 'enc'), '-o', join(dir, `dec-${engine}`), ...key.spec, '-S', '--engine', engine])
+      expect(signed.code).toBe(1)
+      expect(signed.stderr).toContain('a.txt.encrypted: message is signed (algorithm suite AES_256_GCM_HKDF_SHA512_COMMIT_KEY_ECDSA_P384); --decrypt-unsigned accepts unsigned messages only\n')
+      expect(signed.stderr).not.toMatch(/ALG_|AES256/)
+    }
   })
 })
