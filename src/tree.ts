@@ -130,6 +130,9 @@ function checkRunOptions(options: EncryptTreeOptions & DecryptTreeOptions): Engi
   const engine = ENGINES[options.engine ?? defaultEngineName()]
   if (!engine) throw new UsageError(`--engine: unknown engine "${options.engine}" (${Object.keys(ENGINES).join(', ')})`)
   if (options.jobs !== undefined && !(Number.isInteger(options.jobs) && options.jobs >= 1)) throw new UsageError('-j/--jobs must be a positive integer')
+  if (options.maxEncryptedDataKeys !== undefined && !(Number.isInteger(options.maxEncryptedDataKeys) && options.maxEncryptedDataKeys >= 1)) {
+    throw new UsageError('--max-encrypted-data-keys must be a positive integer')
+  }
   return engine
 }
 

@@ -34,6 +34,11 @@ export function startsLikeMessage(head: Uint8Array): boolean {
   return (bytes[0] === 1 && bytes[1] === 0x80 && suite(2)) || (bytes[0] === 2 && suite(1))
 }
 
+/** What `--decrypt-unsigned` says about a signed message, the suite by aws-encryption-cli's name (every engine). */
+export function signedRefusal(id: number): string {
+  return `message is signed (algorithm suite ${algorithmName(id)}); --decrypt-unsigned accepts unsigned messages only`
+}
+
 export function algorithmName(id: number): string {
   return nameById.get(id) ?? `UNKNOWN_0x${id.toString(16).padStart(4, '0')}`
 }

@@ -11,6 +11,7 @@ import type { AlgorithmSuiteIdentifier, NodeMaterialsManager, MessageHeader } fr
 import { deserializeFactory } from '@aws-crypto/serialize'
 import { CommitmentPolicy, NodeAlgorithmSuite, SignaturePolicy } from '@aws-crypto/material-management-node'
 import { EnvcryptError, IntegrityError, describeError } from '../errors.js'
+import { signedRefusal } from './algorithms.js'
 
 export type ByteSource = AsyncIterable<Uint8Array>
 
@@ -355,6 +356,8 @@ export const sdkEngine: Engine = {
     const iterator = input[Symbol.asyncIterator]()
     const { parsed, buffered } = await readHeader(iterator, maxEdks)
     if (options.onHeader) await options.onHeader(parsed)
+    // Refused here, as the other engines do, rather than by the SDK stream, whose message names the suite by its JavaScript name.
+    if (options.signaturePolicy === 'forbid-signed' && new NodeAlgorithmSuite(parsed.header.suiteId).signatureCurve) throw new IntegrityError(signedRefusal(parsed.header.suiteId))
     await loadClient()
     const client = buildClient({ commitmentPolicy: options.commitmentPolicy, maxEncryptedDataKeys: maxEdks })
     const streamOptions = options.maxBodySize ? { maxBodySize: options.maxBodySize } : undefined

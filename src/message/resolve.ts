@@ -13,6 +13,7 @@ import {
 import { ContentType, Maximum, type MessageHeader } from '@aws-crypto/serialize'
 import { asRefusal, type DecryptMessageOptions, type EncryptMessageOptions, type ParsedHeader } from './engine.js'
 import { EnvcryptError, IntegrityError } from '../errors.js'
+import { algorithmName, signedRefusal } from './algorithms.js'
 
 /** Validate the options and get encryption materials from the materials manager, with the SDK's checks
  *  (encrypt_stream.js): valid policy and maxEncryptedDataKeys, frame length bounds, the requested and the
@@ -59,7 +60,7 @@ function checkEncryptSuite(commitmentPolicy: CommitmentPolicy, suite: NodeAlgori
   try {
     CommitmentPolicySuites.isEncryptEnabled(commitmentPolicy, suite)
   } catch {
-    throw new EnvcryptError(`algorithm suite ${suite.name} is not allowed for encryption by commitment policy ${policyName(commitmentPolicy)}`)
+    throw new EnvcryptError(`algorithm suite ${algorithmName(suite.id)} is not allowed for encryption by commitment policy ${policyName(commitmentPolicy)}`)
   }
 }
 
@@ -93,14 +94,14 @@ function checkDecryptSuite(
     CommitmentPolicySuites.isDecryptEnabled(options.commitmentPolicy, suite, messageId)
   } catch {
     throw new IntegrityError(
-      `message uses algorithm suite ${suite.name}, which commitment policy ${policyName(options.commitmentPolicy)} refuses for decryption`,
+      `message uses algorithm suite ${algorithmName(suite.id)}, which commitment policy ${policyName(options.commitmentPolicy)} refuses for decryption`,
     )
   }
   const signaturePolicy = options.signaturePolicy === 'forbid-signed' ? SignaturePolicy.ALLOW_ENCRYPT_FORBID_DECRYPT : SignaturePolicy.ALLOW_ENCRYPT_ALLOW_DECRYPT
   try {
     SignaturePolicySuites.isDecryptEnabled(signaturePolicy, suite, messageId)
   } catch {
-    throw new IntegrityError(`message is signed (algorithm suite ${suite.name}); unsigned messages only were requested`)
+    throw new IntegrityError(signedRefusal(suite.id))
   }
 }
 
