@@ -3,7 +3,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { split as shellSplit } from 'shlex'
 import { localKmsEnv, startLocalKms, type LocalKms } from '../src/local-kms/server.js'
-import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs'
+import { chmodSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs'
+import { generateKeyPairSync } from 'node:crypto'
 import { join } from 'node:path'
 import { listFiles, rawAesKey, readJsonLines, runCli, tempDir, writeTree } from './helpers/cli.js'
 
@@ -223,5 +224,30 @@ describe("newcomers' mistakes", () => {
       expect(signed.stderr).toContain('a.txt.encrypted: message is signed (algorithm suite AES_256_GCM_HKDF_SHA512_COMMIT_KEY_ECDSA_P384); --decrypt-unsigned accepts unsigned messages only\n')
       expect(signed.stderr).not.toMatch(/ALG_|AES256/)
     }
+  })
+
+  it('key files are judged by content: a public PEM may be world-readable but not writable; private PEMs, raw AES and SSE-C keys are secret', async () => {
+    const { dir, input } = setup({ 'a.txt': 'alpha' })
+    const { publicKey, privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 })
+    const pub = join(dir, 'pub.pem')
+    const priv = join(dir, 'priv.pem')
+    writeFileSync(pub, publicKey.export({ type: 'spki', format: 'pem' }))
+    writeFileSync(priv, privateKey.export({ type: 'pkcs8', format: 'pem' }))
+    const encrypt = (pem: string, out: string) => runCli(['-e', '-r', '-i', input, '-o', join(dir, out), '-w', 'provider=raw-rsa', 'key=r', `material=file://${pem}`, '-S'])
+    chmodSync(pub, 0o644)
+    const shared = await encrypt(pub, 'e1')
+    expect(shared.code, shared.stderr).toBe(0)
+    expect(shared.stderr).toBe('')
+    chmodSync(pub, 0o666)
+    expect((await encrypt(pub, 'e2')).stderr.trim()).toBe(`envcrypt: warning: public key file ${pub} is writable by group or others, so anyone could swap in their own key; run: chmod go-w ${pub}`)
+    chmodSync(priv, 0o644)
+    expect((await encrypt(priv, 'e3')).stderr.trim()).toBe(`envcrypt: warning: key file ${priv} is readable by group or others; run: chmod 600 ${priv}`)
+    const sseKey = join(dir, 'sse.key')
+    writeFileSync(sseKey, Buffer.alloc(32, 7), { mode: 0o640 })
+    chmodSync(sseKey, 0o640)
+    const aes = rawAesKey(dir)
+    const s3 = await runCli(['-e', '-r', '-i', input, '-o', 's3://bucket/x/', '--s3-endpoint', 'http://127.0.0.1:9', '--sse-c-key', `fileb://${sseKey}`, ...aes.spec, '-S', '-n'])
+    expect(s3.code, s3.stderr).toBe(0)
+    expect(s3.stderr).toContain(`envcrypt: warning: key file ${sseKey} is readable by group or others; run: chmod 600 ${sseKey}\n`)
   })
 })

@@ -294,7 +294,7 @@ async function runMain(args: MainArgs): Promise<number> {
     warn('no -w key named: decrypting with KMS discovery (any KMS key a message names that these credentials may use); restrict it with -w discovery=true discovery-account=ACCOUNT discovery-partition=aws, or name the keys with -w key=ARN')
     wrappingKeys.push(['discovery=true'])
   }
-  const stores = await s3Stores(args, encrypting)
+  const stores = await s3Stores(args, encrypting, warn)
   const common = {
     stores,
     sync: args.sync,
@@ -369,7 +369,7 @@ async function runMain(args: MainArgs): Promise<number> {
 const S3_FLAGS = ['sse', 'sseKmsKeyId', 'sseCKey', 'storageClass', 's3Endpoint', 's3ForcePathStyle'] as const
 
 /** The S3 store when an input or the output is an s3:// URI; loaded lazily to keep local runs fast. */
-async function s3Stores(args: MainArgs, encrypting: boolean) {
+async function s3Stores(args: MainArgs, encrypting: boolean, warn: (message: string) => void) {
   const isS3 = (uri: string) => uri.startsWith('s3://')
   const outputIsS3 = isS3(args.output!)
   if (args.sync && !outputIsS3) throw new UsageError('--sync needs an s3:// output')
@@ -386,6 +386,7 @@ async function s3Stores(args: MainArgs, encrypting: boolean) {
       sse: args.sse,
       sseKmsKeyId: args.sseKmsKeyId,
       sseCustomerKey: args.sseCKey,
+      warn,
       storageClass: args.storageClass,
       objectFormat: encrypting ? (args.encode ? 'aws-encryption-sdk-message-base64' : 'aws-encryption-sdk-message') : 'plaintext',
     }),

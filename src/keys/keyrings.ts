@@ -9,6 +9,7 @@ import { KeyringTraceFlag, MultiKeyringNode, type KeyringNode, type NodeEncrypti
 import { RawAesKeyringNode, RawAesWrappingSuiteIdentifier } from '@aws-crypto/raw-aes-keyring-node'
 import type { KMS } from '@aws-sdk/client-kms'
 import { EnvcryptError, UsageError } from '../errors.js'
+import { warnAboutKeyFileMode } from './file-mode.js'
 
 export type Provider = 'aws-kms' | 'raw-aes' | 'raw-rsa'
 export type RsaPadding = 'oaep-sha256' | 'oaep-sha1' | 'pkcs1'
@@ -199,11 +200,14 @@ function materialNotFileUrl(material: string): string {
 
 function readKeyFile(spec: WrappingKeySpec, options: KeyringOptions): Buffer {
   const path = spec.materialPath!
-  let mode: number
   try {
-    mode = statSync(path).mode
-    if ((mode & 0o077) !== 0) options.warn(`key file ${path} is readable by group or others; run: chmod 600 ${path}`)
-    return readFileSync(path)
+    const mode = statSync(path).mode
+    const content = readFileSync(path)
+    // Decided by content, not direction: a raw AES key or a PEM holding a private key is a secret; a public
+    // PEM is meant to be shared, but must not be replaceable by others.
+    const secret = spec.provider === 'raw-aes' || /-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----/.test(content.toString('latin1'))
+    warnAboutKeyFileMode(path, mode, secret, options.warn)
+    return content
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code
     throw new UsageError(`-w/--wrapping-keys: cannot read key file ${path} (${code ?? 'error'})`)

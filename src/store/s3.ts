@@ -2,7 +2,7 @@
 // uploads that never touch the local disk. An object becomes visible only once its upload completes, which
 // the engine triggers only when the message is complete (encrypt) or authenticated (decrypt); a failed
 // file aborts its multipart upload, so neither a partial object nor orphaned parts remain.
-import { readFileSync } from 'node:fs'
+import { readFileSync, statSync } from 'node:fs'
 import { Transform, type Readable } from 'node:stream'
 import { setTimeout as sleep } from 'node:timers/promises'
 import {
@@ -18,6 +18,7 @@ import {
 import { Upload } from '@aws-sdk/lib-storage'
 import type { ByteSource } from '../message/engine.js'
 import { EnvcryptError, UsageError } from '../errors.js'
+import { warnAboutKeyFileMode } from '../keys/file-mode.js'
 import type { InputItem, OutputTarget, OutputWriter } from './local.js'
 import type { Store } from './plan.js'
 import { VERSION } from '../version.js'
@@ -33,6 +34,8 @@ export interface S3StoreOptions {
   sseKmsKeyId?: string
   /** `--sse-c-key fileb://PATH`: a 32-byte customer key, sent on uploads and reads alike. */
   sseCustomerKey?: string
+  /** Where a warning about the SSE-C key file's permissions goes. */
+  warn?: (message: string) => void
   /** `--storage-class`. */
   storageClass?: string
   /** Recorded as `envcrypt-format` on uploads; default `aws-encryption-sdk-message`. */
@@ -75,7 +78,7 @@ type CustomerKeyParams = { SSECustomerAlgorithm?: string; SSECustomerKey?: strin
 export function s3Store(options: S3StoreOptions = {}): Store {
   const uploadParams = checkUploadOptions(options)
   const customerKey: CustomerKeyParams = options.sseCustomerKey
-    ? { SSECustomerAlgorithm: 'AES256', SSECustomerKey: readCustomerKey(options.sseCustomerKey).toString('base64') }
+    ? { SSECustomerAlgorithm: 'AES256', SSECustomerKey: readCustomerKey(options.sseCustomerKey, options.warn).toString('base64') }
     : {}
   let client: S3Client | undefined
   // Built on first use, so that flags are checked (and tests can run) without any AWS configuration.
@@ -153,12 +156,13 @@ function checkUploadOptions(options: S3StoreOptions): Partial<PutObjectCommandIn
   return params
 }
 
-function readCustomerKey(spec: string): Buffer {
+function readCustomerKey(spec: string, warn: (message: string) => void = () => undefined): Buffer {
   if (!spec.startsWith('fileb://')) throw new UsageError(`--sse-c-key must be fileb://PATH of a 32-byte key file (got "${spec.slice(0, 40)}")`)
   const path = spec.slice('fileb://'.length)
   let key: Buffer
   try {
     key = readFileSync(path)
+    warnAboutKeyFileMode(path, statSync(path).mode, true, warn)
   } catch (err) {
     throw new UsageError(`--sse-c-key: cannot read ${path} (${(err as NodeJS.ErrnoException).code ?? 'error'})`)
   }
