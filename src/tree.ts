@@ -76,7 +76,7 @@ async function runTree(mode: Mode, options: EncryptTreeOptions & DecryptTreeOpti
   const allByFile = !run.streamsOnly && planned.every((file) => file.input.localPath !== undefined && file.output.openTemporary)
   const jobs = jobsWithinLimits(options.jobs, allByFile ? defaultPoolJobs() : defaultJobs(), warn)
   const stopListening = listenForAbort(run, jobs)
-  const messageCheck = mode === 'encrypt' && !options.transformSource ? warnAboutMessageInputs(planned, warn) : undefined
+  const messageCheck = mode === 'encrypt' && !options.transformSource && !options.messageStage ? warnAboutMessageInputs(planned, warn) : undefined
   try {
     const limit = pLimit(jobs)
     await Promise.all(planned.map((file) => limit(() => processFile(run, file))))

@@ -15,7 +15,10 @@ function setup(files: Record<string, string> = { 'a.txt': 'alpha', 'sub/b.txt': 
   return { dir, input, key: rawAesKey(dir) }
 }
 
-describe('scripts written for the official CLI', () => {
+// Each test runs the CLI several times; on a loaded 2-core machine one run can take several seconds.
+const SLOW = { timeout: 300_000 }
+
+describe('scripts written for the official CLI', SLOW, () => {
   it('--no-overwrite with an existing output: a warning, the output untouched, counted as skipped, exit 0', async () => {
     const { dir, input, key } = setup()
     mkdirSync(join(dir, 'enc'))
@@ -114,7 +117,7 @@ describe('scripts written for the official CLI', () => {
   })
 })
 
-describe('the seed blog (AWS Security blog, aws-encryption-cli caching walkthrough), verbatim against the local KMS', () => {
+describe('the seed blog (AWS Security blog, aws-encryption-cli caching walkthrough), verbatim against the local KMS', SLOW, () => {
   let kms: LocalKms
   let keyArn: string
   beforeAll(async () => {
@@ -152,7 +155,7 @@ describe('the seed blog (AWS Security blog, aws-encryption-cli caching walkthrou
   })
 })
 
-describe("newcomers' mistakes", () => {
+describe("newcomers' mistakes", SLOW, () => {
   it('a wrong key name or a missing namespace= on decrypt names the key the message was wrapped for, the keys given, and the namespace to use', async () => {
     const { dir, input, key } = setup({ 'a.txt': 'alpha' })
     const material = key.spec[3]!
@@ -249,5 +252,26 @@ describe("newcomers' mistakes", () => {
     const s3 = await runCli(['-e', '-r', '-i', input, '-o', 's3://bucket/x/', '--s3-endpoint', 'http://127.0.0.1:9', '--sse-c-key', `fileb://${sseKey}`, ...aes.spec, '-S', '-n'])
     expect(s3.code, s3.stderr).toBe(0)
     expect(s3.stderr).toContain(`envcrypt: warning: key file ${sseKey} is readable by group or others; run: chmod 600 ${sseKey}\n`)
+  })
+
+  it('legacy PKCS#1 v1.5 RSA messages: one line saying why and the way out; --allow-pkcs1-decrypt re-runs under the security revert to move them to OAEP', async () => {
+    const { dir, input } = setup({ 'a.txt': 'alpha', 'b.txt': 'beta' })
+    const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 })
+    const pem = join(dir, 'priv.pem')
+    writeFileSync(pem, privateKey.export({ type: 'pkcs8', format: 'pem' }), { mode: 0o600 })
+    const rsa = (padding: string) => ['provider=raw-rsa', 'key=r', `material=file://${pem}`, `padding=${padding}`]
+    expect((await runCli(['-e', '-r', '-i', input, '-o', join(dir, 'legacy'), '-w', ...rsa('pkcs1'), '-S'])).code).toBe(0)
+    const refused = await runCli(['-d', '-r', '-i', join(dir, 'legacy'), '-o', join(dir, 'dec'), '-w', ...rsa('pkcs1'), '-S'])
+    expect(refused.code).toBe(1)
+    expect(refused.stderr.trim().split('\n')).toEqual([expect.stringMatching(/^envcrypt: error: padding=pkcs1: this Node\.js \(v[\d.]+\) refuses PKCS#1 v1\.5 RSA decryption \(CVE-2023-46809, the Marvin attack\), .*envcrypt reencrypt --allow-pkcs1-decrypt -W provider=raw-rsa \.\.\. padding=pkcs1 -w \.\.\. padding=oaep-sha256$/)])
+    expect(existsSync(join(dir, 'dec'))).toBe(false)
+    const moved = await runCli(['reencrypt', '--allow-pkcs1-decrypt', '-r', '-i', join(dir, 'legacy'), '-o', join(dir, 'oaep'), '-W', ...rsa('pkcs1'), '-w', ...rsa('oaep-sha256'), '-S'])
+    expect(moved.code, moved.stderr).toBe(0)
+    expect(moved.stderr).toContain('SECURITY WARNING: Reverting CVE-2023-46809')
+    expect(moved.stderr).toContain('envcrypt: warning: --allow-pkcs1-decrypt: PKCS#1 v1.5 RSA decryption is re-enabled')
+    const back = await runCli(['-d', '-r', '-i', join(dir, 'oaep'), '-o', join(dir, 'back'), '--suffix', '-w', ...rsa('oaep-sha256'), '-S'])
+    expect(back.code, back.stderr).toBe(0)
+    expect(readFileSync(join(dir, 'back', 'a.txt'), 'utf8')).toBe('alpha')
+    expect(readFileSync(join(dir, 'back', 'b.txt'), 'utf8')).toBe('beta')
   })
 })

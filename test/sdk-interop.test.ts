@@ -142,8 +142,9 @@ describe.each(ENGINES)('engine %s: the SDK reads what the CLI writes, and the CL
     }
   })
 
-  // The CLI's pkcs1 decrypt (Node 20 refuses PKCS#1 v1.5 private decryption; an opt-in is planned) is the
-  // drop-in fidelity work's to test; here the SDK, with that protection reverted, reads what the CLI wrote.
+  // The CLI's own pkcs1 decrypt (Node 20 refuses PKCS#1 v1.5 private decryption: one error with the way out, or
+  // --allow-pkcs1-decrypt) is tested in test/fidelity.test.ts; here the SDK, with that protection reverted, reads
+  // what the CLI wrote.
   it(`engine ${engine}: raw RSA with padding=pkcs1: the SDK under --security-revert=CVE-2023-46809 reads the CLI's output`, async () => {
     const out = join(dir, engine, 'rsa-pkcs1-by-cli')
     const result = await runCli(['-e', '-r', '-i', input, '-o', out, ...cliRsa('pkcs1', rsa.publicPath), '-S', '--engine', engine])

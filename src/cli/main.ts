@@ -201,6 +201,7 @@ function mainOptions(y: Argv) {
     .option('shard-index-env', { type: 'string', describe: 'read the shard index from this environment variable' })
     .option('shard-count', { type: 'number', describe: 'number of shards, with --shard env or --shard-index-env' })
     .option('manifest', { type: 'string', describe: 'work list instead of listing: one relative path per line, or an S3 Inventory CSV' })
+    .option('allow-pkcs1-decrypt', { type: 'boolean', describe: 'decrypt legacy PKCS#1 v1.5 RSA messages (padding=pkcs1), which Node 20 refuses (CVE-2023-46809): re-runs under node --security-revert=CVE-2023-46809; only to move them to OAEP with reencrypt' })
     .option('engine', { type: 'string', choices: ['pool', 'js', 'sdk'], describe: 'message engine: pool (the js frame loop on worker threads, default with 2+ cores), js (in-thread) or sdk (the SDK streams, reference)' })
     .option('dry-run', { alias: 'n', type: 'boolean', describe: 'print what would be done (encrypt IN -> OUT per file); read no key, write nothing' })
     // S3 (s3://bucket/prefix inputs and outputs)
@@ -260,6 +261,7 @@ interface MainArgs {
   shardCount?: number
   manifest?: string
   dryRun?: boolean
+  allowPkcs1Decrypt?: boolean
   /** Set by the reencrypt command. */
   reencrypt?: boolean
   fromWrappingKeys?: string[]
@@ -271,6 +273,12 @@ async function runMain(args: MainArgs): Promise<number> {
   const modes = [args.encrypt && 'encrypt', args.decrypt && 'decrypt', args.decryptUnsigned && 'decrypt-unsigned', reencrypting && 'reencrypt'].filter(Boolean)
   if (modes.length !== 1) throw new UsageError('choose exactly one of -e/--encrypt, -d/--decrypt, --decrypt-unsigned')
   const encrypting = Boolean(args.encrypt)
+  if (args.allowPkcs1Decrypt) {
+    if (encrypting) throw new UsageError('--allow-pkcs1-decrypt applies to decrypt and reencrypt only')
+    const { rerunUnderSecurityRevert, underSecurityRevert } = await import('./security-revert.js')
+    if (!underSecurityRevert()) return rerunUnderSecurityRevert()
+    if (!args.quiet) process.stderr.write('envcrypt: warning: --allow-pkcs1-decrypt: PKCS#1 v1.5 RSA decryption is re-enabled (CVE-2023-46809 reverted), which is open to the Marvin timing attack; use it only to move these messages to OAEP (envcrypt reencrypt ... -w ... padding=oaep-sha256)\n')
+  }
   if (!args.input?.length) throw new UsageError('-i/--input is required')
   if (args.output === undefined) throw new UsageError('-o/--output is required')
   checkOutputArgs(args)

@@ -2,7 +2,7 @@
 // Key material is only ever read from files named by `material=file://PATH`, never from argv.
 import { existsSync, readFileSync, statSync } from 'node:fs'
 import { resolve as resolvePath } from 'node:path'
-import { createPrivateKey, createPublicKey, randomFillSync, constants as cryptoConstants } from 'node:crypto'
+import { createPrivateKey, createPublicKey, privateDecrypt, randomFillSync, constants as cryptoConstants, type KeyObject } from 'node:crypto'
 import { homedir } from 'node:os'
 import { createRequire } from 'node:module'
 import { KeyringTraceFlag, MultiKeyringNode, type KeyringNode, type NodeEncryptionMaterial } from '@aws-crypto/material-management-node'
@@ -167,10 +167,16 @@ export function buildKeyring(specs: readonly WrappingKeySpec[], mode: 'encrypt' 
   // encrypt, or a decrypt with one named KMS key and nothing else.
   const kmsKeys = specs.flatMap((spec) => (spec.provider === 'aws-kms' ? spec.keys : []))
   const keyErrorsRunWide = mode === 'encrypt' || (specs.length === 1 && !specs[0]!.discovery && kmsKeys.length === 1)
+  const pkcs1Refused: WrappingKeySpec[] = []
   for (const spec of specs) {
     if (spec.provider === 'raw-aes') keyrings.push(rawAesKeyring(spec, options))
-    else if (spec.provider === 'raw-rsa') keyrings.push(rawRsaKeyring(spec, mode, options))
+    else if (spec.provider === 'raw-rsa') keyrings.push(rawRsaKeyring(spec, mode, options, pkcs1Refused))
     else keyrings.push(...kmsKeyrings(spec, keyrings.length === 0 && mode === 'encrypt', kmsClientProvider(spec, { ...options, keyErrorsRunWide }, clients)))
+  }
+  if (pkcs1Refused.length) {
+    // Said once per run, with the way out, instead of every file failing with "no wrapping key could decrypt".
+    if (pkcs1Refused.length === specs.length) throw new EnvcryptError(PKCS1_REFUSED)
+    options.warn(`${PKCS1_REFUSED}; the other keys are tried`)
   }
   const keyring = keyrings.length === 1
     ? keyrings[0]
@@ -260,12 +266,28 @@ function rawAesKeyring(spec: WrappingKeySpec, options: KeyringOptions): KeyringN
   })
 }
 
-function rawRsaKeyring(spec: WrappingKeySpec, mode: 'encrypt' | 'decrypt', options: KeyringOptions): KeyringNode {
+/** The flag that re-runs envcrypt under `node --security-revert=CVE-2023-46809` (src/cli/security-revert.ts). */
+export const PKCS1_FLAG = '--allow-pkcs1-decrypt'
+const PKCS1_REFUSED = `padding=pkcs1: this Node.js (${process.version}) refuses PKCS#1 v1.5 RSA decryption (CVE-2023-46809, the Marvin attack), so messages wrapped with it cannot be opened; to move them to OAEP, run once: envcrypt reencrypt ${PKCS1_FLAG} -W provider=raw-rsa ... padding=pkcs1 -w ... padding=oaep-sha256`
+
+/** Whether this Node refuses PKCS#1 v1.5 private decryption (Node 20 does unless started with the security
+ *  revert): it says so before looking at the data. */
+function refusesPkcs1Decrypt(key: KeyObject): boolean {
+  try {
+    privateDecrypt({ key, padding: cryptoConstants.RSA_PKCS1_PADDING }, Buffer.alloc((key.asymmetricKeyDetails?.modulusLength ?? 2048) / 8))
+    return false
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'ERR_INVALID_ARG_VALUE' && /RSA_PKCS1_PADDING/.test((err as Error).message)
+  }
+}
+
+function rawRsaKeyring(spec: WrappingKeySpec, mode: 'encrypt' | 'decrypt', options: KeyringOptions, pkcs1Refused: WrappingKeySpec[]): KeyringNode {
   const pem = readKeyFile(spec, options)
   let privateKey: string | undefined
   let publicKey: string
   try {
     const key = createPrivateKey(pem)
+    if (mode === 'decrypt' && spec.padding === 'pkcs1' && refusesPkcs1Decrypt(key)) pkcs1Refused.push(spec)
     privateKey = key.export({ type: 'pkcs8', format: 'pem' }).toString()
     publicKey = createPublicKey(key).export({ type: 'spki', format: 'pem' }).toString()
   } catch {

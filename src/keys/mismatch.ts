@@ -22,7 +22,9 @@ export function explainUnwrapFailure(header: MessageHeader, specs: readonly Wrap
   const parts = [`${UNWRAP_FAILURE}: the message was wrapped for ${wrapped.map((w) => describeKeyProvider(w.providerId, w.keyInfo)).join('; ')}; given: ${given}`]
   const namespace = namespaceSlip(wrapped, specs)
   if (namespace !== undefined) parts.push(`only the namespace differs: use namespace=${namespace}`)
-  else if (wrapped.some((w) => sameRawKeyName(w, specs))) parts.push('a given key has that name but other key material (or the message was altered)')
+  else if (wrapped.some((w) => sameRawKeyName(w, specs))) {
+    parts.push(specs.some((spec) => spec.provider === 'raw-rsa') ? 'a given key has that name but other key material or RSA padding (padding= must be the writer\'s)' : 'a given key has that name but other key material (or the message was altered)')
+  }
   return parts.join('; ')
 }
 
