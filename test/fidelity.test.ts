@@ -6,7 +6,7 @@ import { localKmsEnv, startLocalKms, type LocalKms } from '../src/local-kms/serv
 import { chmodSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs'
 import { generateKeyPairSync } from 'node:crypto'
 import { join } from 'node:path'
-import { listFiles, rawAesKey, readJsonLines, runCli, tempDir, writeTree } from './helpers/cli.js'
+import { listFiles, rawAesKey, readJsonLines, ROOT, runCli, tempDir, writeTree } from './helpers/cli.js'
 
 function setup(files: Record<string, string> = { 'a.txt': 'alpha', 'sub/b.txt': 'beta', 's2/c.txt': 'gamma' }) {
   const dir = tempDir()
@@ -273,5 +273,35 @@ describe("newcomers' mistakes", SLOW, () => {
     expect(back.code, back.stderr).toBe(0)
     expect(readFileSync(join(dir, 'back', 'a.txt'), 'utf8')).toBe('alpha')
     expect(readFileSync(join(dir, 'back', 'b.txt'), 'utf8')).toBe('beta')
+  })
+})
+
+describe('help agrees with behaviour', SLOW, () => {
+  it('reencrypt, completion, migrate, inspect and merge-summaries help and usage errors say the right thing', async () => {
+    const reencrypt = (await runCli(['reencrypt', '--help'])).stdout.toString()
+    expect(reencrypt).toMatch(/--suffix\s+appended to output names \(default: none, names are kept\)/)
+    expect(reencrypt).not.toMatch(/default \.encrypted/)
+    const completion = await runCli(['completion', '--help'])
+    expect(completion.code).toBe(0)
+    expect(completion.stdout.toString()).toMatch(/^envcrypt completion\n\nprint a bash\/zsh completion script/)
+    expect(completion.stdout.toString()).not.toContain('###-begin')
+    const merge = await runCli(['merge-summaries'])
+    expect(merge.code).toBe(2)
+    expect(merge.stderr).toMatch(/\(see envcrypt merge-summaries --help\)\n$/)
+    const migrate = (await runCli(['migrate', '--help'])).stdout.toString().split('\n')
+    expect(migrate[2]).toMatch(/^re-encrypt files from a home-made KMS envelope scheme/)
+    const inspect = (await runCli(['inspect', '--help'])).stdout.toString()
+    expect(inspect).toMatch(/files\s+encrypted files \(- for stdin\)\s+\[array\] \[required\]\n/)
+    expect(inspect).not.toContain('[default: []]')
+  })
+
+  it('the README lists every subcommand, has "On a terminal" in its contents before Development, and never says "anchor"', () => {
+    const readme = readFileSync(join(ROOT, 'README.md'), 'utf8')
+    const other = readme.split('\n').findIndex((line) => line.startsWith('Other commands'))
+    const otherText = readme.split('\n').slice(other, other + 2).join(' ')
+    for (const command of ['keygen', 'local-kms', 'bench', 'report', 'inspect', 'reencrypt', 'migrate', 'merge-summaries', 'completion']) expect(otherText).toContain(`\`${command}`)
+    expect(readme).toContain('(#on-a-terminal-progress-summary-dry-runs-completion)')
+    expect(readme.indexOf('## On a terminal')).toBeLessThan(readme.indexOf('## Development'))
+    expect(readme).not.toMatch(/anchor/i)
   })
 })

@@ -47,6 +47,11 @@ const EXAMPLES: Array<[string, string]> = [
 
 
 async function main(argv: string[]): Promise<number> {
+  // yargs' completion command prints its script even for --help.
+  if (argv[0] === 'completion' && argv.slice(1).some((arg) => arg === '--help' || arg === '-h')) {
+    process.stdout.write(COMPLETION_HELP)
+    return exitCodes.ok
+  }
   const expanded = expandMainAbbreviations(expandArgfiles(argv))
   if (expanded.some((arg) => DEPRECATED_KEY_FLAGS.includes(arg.split('=')[0]!)) && !expanded.includes('-q') && !expanded.includes('--quiet')) {
     process.stderr.write('envcrypt: warning: -m/--master-keys is the aws-encryption-cli 1.x spelling of -w/--wrapping-keys (same key=... provider=... syntax); use -w\n')
@@ -92,6 +97,7 @@ async function main(argv: string[]): Promise<number> {
     .command('reencrypt', 'move encrypted files to new wrapping keys (key rotation), never writing plaintext to disk', (y) =>
       mainOptions(y)
         .option('from-wrapping-keys', { alias: 'W', type: 'string', array: true, describe: 'the keys that decrypt the existing messages (same syntax as -w); -w names the new keys' })
+        .option('suffix', { type: 'string', describe: 'appended to output names (default: none, names are kept)' })
         .hide('encrypt').hide('decrypt').hide('decrypt-unsigned').hide('encode').hide('decode').hide('buffer')
         .example('$0 reencrypt -r -i enc/ -o rotated/ -W key=alias/backup-2025 -w key=alias/backup-2026 -S', 'rotate a tree from one KMS key to another (same file names under rotated/)')
         .example('$0 reencrypt -r -i enc/ -o rotated/ -W provider=raw-aes key=old material=file://old.key -w key=$KEY_ARN --metadata-output meta.jsonl', 'leave a raw AES key for a KMS key; the context of each message is kept'),
@@ -121,7 +127,8 @@ async function migrateCommand(args: readonly string[], setExitCode: (code: numbe
   return {
     command: 'migrate',
     describe: MIGRATE_DESCRIPTION,
-    builder: (y: Argv) => migrateOptions(y),
+    // The usage line of migrateOptions, then the description (yargs shows none otherwise).
+    builder: (y: Argv) => migrateOptions(y).usage(`$0 migrate --from SCHEME -i INPUT -o OUTPUT -w KEY-SPEC... [options]\n\n${MIGRATE_DESCRIPTION}`),
     handler: async (argv) => setExitCode(await runMigrate(argv as unknown as MigrateArgs)),
   }
 }
@@ -136,6 +143,15 @@ async function benchCommandModule(args: readonly string[]): Promise<CommandModul
     handler: (argv) => benchMain(argv as unknown as BenchArgs),
   }
 }
+
+const COMPLETION_HELP = `envcrypt completion
+
+print a bash/zsh completion script for envcrypt on stdout
+
+Examples:
+  envcrypt completion >> ~/.bashrc   enable completion in bash
+  envcrypt completion >> ~/.zshrc    enable completion in zsh
+`
 
 const SUBCOMMANDS = ['keygen', 'local-kms', 'migrate', 'merge-summaries', 'reencrypt', 'inspect', 'report', 'completion', 'bench']
 
@@ -451,7 +467,7 @@ function confirmOverwrite(path: string): Promise<boolean> {
 /** Where to look next, on the same line as the error. */
 function usageHint(message: string): string {
   if (/--help|did you mean/.test(message)) return ''
-  const command = hideBin(process.argv).find((arg) => ['keygen', 'local-kms', 'reencrypt', 'inspect', 'report', 'completion'].includes(arg))
+  const command = hideBin(process.argv).find((arg) => SUBCOMMANDS.includes(arg))
   return ` (see envcrypt ${command ? command + ' ' : ''}--help)`
 }
 

@@ -12,7 +12,8 @@ export function inspectCommand(setExitCode: SetExitCode): CommandModule<object, 
     command: 'inspect <files..>',
     describe: 'print the header of encrypted files (algorithm, context, key providers) without keys or decrypting',
     builder: (y: Argv) =>
-      y.positional('files', { type: 'string', array: true, demandOption: true, describe: 'encrypted files (- for stdin)' })
+      // No default: the <files..> syntax already requires one (yargs would show an array's [default: []]).
+      y.positional('files', { type: 'string', array: true, default: undefined, describe: 'encrypted files (- for stdin)' })
         .option('json', { type: 'boolean', describe: 'one JSON object per line per file: {"input": PATH, "header": <the metadata stream\'s header>}' })
         .option('max-encrypted-data-keys', { type: 'number', describe: 'refuse headers with more encrypted data keys' })
         .example('$0 inspect backup/db.dump.encrypted', 'algorithm, signed or not, frame length, context and key providers')
