@@ -214,6 +214,21 @@ describe('terminal output', () => {
     expect(run(['-q']).trim()).toBe('')
   })
 
+  it.skipIf(scriptSkipReason !== '')(`on a 60-column TTY the progress line fits, with bytes, rate and ETA; no "ETA 0s" before any progress${scriptSkipReason}`, async () => {
+    const { dir, input, key } = setup()
+    writeTree(input, Object.fromEntries(Array.from({ length: 20 }, (_, i) => [`big/${i}.bin`, randomBytes(1_000_000)])))
+    const command = [process.execPath, CLI, '-e', '-r', '-i', input, '-o', join(dir, 'enc'), ...key.spec, '-S', '--engine', 'sdk', '-j', '1'].map(shellQuote).join(' ')
+    const screen = execFileSync('script', ['-qec', `stty cols 60 rows 20; ${command}`, '/dev/null'], { encoding: 'utf8', timeout: 280_000 })
+    // Each redraw of the bar: the text after the last carriage return or cursor move on a line.
+    const drawn = screen.split(/\r|\n|\x1b\[[0-9;]*[A-Za-z]/).filter((part) => / files \| /.test(part))
+    expect(drawn.length).toBeGreaterThan(0)
+    for (const line of drawn) {
+      expect(line.length, line).toBeLessThanOrEqual(60)
+      expect(line, line).toMatch(/\| [\d.]+ [kM]?B\/[\d.]+ MB \| (…|[\d.]+ [kM]?B\/s) \| ETA (…|\d)/)
+      if (/ 0% /.test(line)) expect(line).not.toMatch(/ETA 0s/)
+    }
+  }, 300_000)
+
   it('off a TTY a clean run prints nothing (as the official CLI); -v adds the one-line summary', async () => {
     const { dir, input, key } = setup()
     const quiet = await runCli(['-e', '-r', '-i', input, '-o', join(dir, 'enc'), ...key.spec, '-S'])

@@ -14,6 +14,10 @@ export interface ProgressReporter {
 }
 
 
+/** Seconds of history behind the rate and the ETA: recent enough to follow a change of pace (a slow KMS, a
+ *  cache warming up), long enough not to jump with each file. */
+const RATE_WINDOW_SECONDS = 5
+
 export function createProgress(stream: NodeJS.WriteStream = process.stderr): ProgressReporter {
   let multibar: cliProgress.MultiBar | undefined
   let bar: cliProgress.SingleBar | undefined
@@ -21,29 +25,38 @@ export function createProgress(stream: NodeJS.WriteStream = process.stderr): Pro
   let totalBytes = 0
   let filesDone = 0
   let bytesDone = 0
-  let started = 0
+  // (time, bar value) samples over the last RATE_WINDOW_SECONDS.
+  const samples: Array<[number, number, number]> = []
+  const barValue = () => (totalBytes ? bytesDone : filesDone)
   const payload = () => {
-    const seconds = (performance.now() - started) / 1000
+    const now = performance.now()
+    samples.push([now, bytesDone, barValue()])
+    while (samples.length > 2 && now - samples[0]![0] > RATE_WINDOW_SECONDS * 1000) samples.shift()
+    const [since, bytesThen, valueThen] = samples[0]!
+    const seconds = (now - since) / 1000
+    const perSecond = seconds > 0.2 ? (barValue() - valueThen) / seconds : 0
+    const remaining = Math.max(1, totalBytes || totalFiles) - barValue()
     return {
       files: `${filesDone}/${totalFiles} files`,
       bytes: totalBytes ? `${prettyBytes(bytesDone)}/${prettyBytes(totalBytes)}` : prettyBytes(bytesDone),
-      rate: seconds > 0.2 ? `${prettyBytes(bytesDone / seconds)}/s` : '…',
+      rate: seconds > 0.2 ? `${prettyBytes((bytesDone - bytesThen) / seconds)}/s` : '…',
+      // Nothing done yet, or nothing done lately: no estimate rather than "0s" or hours.
+      eta: perSecond > 0 ? prettyMs(Math.ceil(remaining / perSecond) * 1000, { secondsDecimalDigits: 0 }) : '…',
     }
   }
-  // The bar measures bytes when sizes are known in advance (files), else files (stdin, empty files).
-  const barValue = () => (totalBytes ? bytesDone : filesDone)
   return {
     onPlan(files, bytes) {
       totalFiles = files
       totalBytes = bytes
-      started = performance.now()
+      samples.length = 0
+      const width = barWidth(stream.columns, files, bytes)
       multibar = new cliProgress.MultiBar(
         {
           stream,
-          format: '{bar} {percentage}% | {files} | {bytes} | {rate} | ETA {eta_formatted}',
+          format: `${width >= 5 ? '{bar} ' : ''}{percentage}% | {files} | {bytes} | {rate} | ETA {eta}`,
+          barsize: width,
           hideCursor: true,
           clearOnComplete: true,
-          etaBuffer: 50,
           fps: 5,
         },
         cliProgress.Presets.shades_classic,
@@ -66,11 +79,20 @@ export function createProgress(stream: NodeJS.WriteStream = process.stderr): Pro
   }
 }
 
+/** The bar takes what the text beside it leaves of the terminal's width (the text at its widest), 40 at most:
+ *  on a 60-column terminal bytes, rate and ETA stay visible. */
+export function barWidth(columns: number | undefined, files: number, bytes: number): number {
+  const total = bytes ? `${prettyBytes(bytes)}/${prettyBytes(bytes)}` : prettyBytes(0)
+  const text = ` 100% | ${files}/${files} files | ${total} | 999.9 MB/s | ETA 59m 59s`
+  return Math.max(0, Math.min(40, (columns || 80) - text.length - 1))
+}
+
 const MAX_LISTED_FAILURES = 10
 
 /** The end-of-run summary for a terminal: a few aligned lines, failures listed (up to ten). */
-export function renderEndSummary(summary: TreeSummary, verb: string): string {
-  const files = summary.files_ok + summary.files_failed + summary.files_skipped
+export function renderEndSummary(summary: TreeSummary, verb: string, plannedFiles?: number): string {
+  // Planned, not finished: an interrupted run did not reach every file.
+  const files = plannedFiles ?? summary.files_ok + summary.files_failed + summary.files_skipped
   const rate = summary.seconds > 0 ? `, ${prettyBytes(summary.bytes_in / summary.seconds)}/s` : ''
   const lines = [
     `envcrypt: ${verb} ${summary.files_ok} file${summary.files_ok === 1 ? '' : 's'} of ${files} in ${prettyMs(summary.seconds * 1000)}`,

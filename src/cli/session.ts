@@ -60,6 +60,7 @@ export async function startSession(args: { quiet?: boolean; verbose?: number; dr
   }
   process.on('SIGINT', onSignal)
   process.on('SIGTERM', onSignal)
+  let plannedFiles: number | undefined
   return {
     signal: controller.signal,
     verbosity,
@@ -71,11 +72,16 @@ export async function startSession(args: { quiet?: boolean; verbose?: number; dr
       if (event.status === 'failed' && event.error !== 'interrupted' && !event.runWide) progress.log(`envcrypt: error: ${printable(event.input)}: ${event.error}`)
       else if (verbosity >= 1) progress.log(`envcrypt: ${event.status}: ${printable(event.input)} -> ${printable(event.output)}`)
     },
-    onPlan: progress.onPlan,
+    onPlan(files, bytes) {
+      plannedFiles = files
+      progress.onPlan(files, bytes)
+    },
     stopProgress: () => progress.stop(),
     finish(summary, verb) {
       progress.stop()
       removeLiveTemporaries()
+      // The whole command, from process start (the library's own count starts at its call, after start-up).
+      summary.seconds = Math.round(performance.now() / 10) / 100
       if (args.summary !== undefined) {
         const text = canonicalJson(summary) + '\n'
         if (args.summary === '-') process.stdout.write(text)
@@ -90,7 +96,7 @@ export async function startSession(args: { quiet?: boolean; verbose?: number; dr
       // Off a terminal a clean run is silent, as aws-encryption-cli (cron mails nothing); -v, a failure or an
       // interruption still gets the one-line summary.
       const unclean = summary.files_failed > 0 || summary.interrupted !== undefined
-      if (terminal) process.stderr.write(terminal.renderEndSummary(summary, verb) + '\n')
+      if (terminal) process.stderr.write(terminal.renderEndSummary(summary, verb, plannedFiles) + '\n')
       else if (verbosity >= 1 || (verbosity >= 0 && unclean)) process.stderr.write(describeSummary(summary, verb) + '\n')
       if (summary.interrupted) return exitCodes[summary.interrupted as 'SIGINT' | 'SIGTERM'] ?? exitCodes.SIGTERM
       return summary.files_failed > 0 ? exitCodes.failed : exitCodes.ok
