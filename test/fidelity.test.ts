@@ -270,8 +270,8 @@ describe("newcomers' mistakes", SLOW, () => {
     expect(moved.stderr).toContain('envcrypt: warning: --allow-pkcs1-decrypt: PKCS#1 v1.5 RSA decryption is re-enabled')
     const back = await runCli(['-d', '-r', '-i', join(dir, 'oaep'), '-o', join(dir, 'back'), '--suffix', '-w', ...rsa('oaep-sha256'), '-S'])
     expect(back.code, back.stderr).toBe(0)
-    expect(readFileSync(join(dir, 'back', 'a.txt'), 'utf8')).toBe('alpha')
-    expect(readFileSync(join(dir, 'back', 'b.txt'), 'utf8')).toBe('beta')
+    expect(readFileSync(join(dir, 'back', 'a.txt.encrypted'), 'utf8')).toBe('alpha') // names kept through reencrypt and --suffix
+    expect(readFileSync(join(dir, 'back', 'b.txt.encrypted'), 'utf8')).toBe('beta')
   })
 })
 

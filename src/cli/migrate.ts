@@ -10,7 +10,6 @@ import { defaultJobs } from '../run/defaults.js'
 
 export function migrateOptions(y: Argv) {
   return y
-    .usage('$0 migrate --from SCHEME -i INPUT -o OUTPUT -w KEY-SPEC... [options]')
     .option('from', { type: 'string', choices: LEGACY_SCHEMES, demandOption: true, describe: 'the legacy scheme the inputs were written with' })
     .option('input', { alias: 'i', type: 'string', array: true, describe: 'legacy file, directory or glob pattern' })
     .option('output', { alias: 'o', type: 'string', describe: 'file or directory (created if missing)' })
