@@ -8,7 +8,7 @@ import { parseAlgorithm, parseCommitmentPolicy, startsLikeMessage } from './mess
 import { jsEngine } from './message/engine-js.js'
 import { sdkEngine, type ByteSource, type Engine } from './message/engine.js'
 import { isFileEngine, poolEngine } from './message/pool.js'
-import { UsageError } from './errors.js'
+import { describeError, UsageError } from './errors.js'
 import type { OutputWriter } from './store/local.js'
 import { buildKeyring, parseWrappingKeySpec, type KmsCallCounts, type KmsRunOptions } from './keys/keyrings.js'
 import { buildMaterialsManager } from './keys/materials.js'
@@ -85,7 +85,10 @@ async function runTree(mode: Mode, options: EncryptTreeOptions & DecryptTreeOpti
     stopListening()
     keyringSetup.dispose()
     stage?.dispose()
-    await run.metadata.close()
+    await run.metadata.close().catch((err) => {
+      // Every output is in place: say so, and which file could not be written, rather than a bare errno.
+      run.summary.metadata_error = `cannot write the metadata to ${options.metadataOutput} (${describeError(err)}); ${run.summary.files_ok} output(s) were written`
+    })
   }
   run.summary.seconds = Math.round((performance.now() - started) / 10) / 100
   if (options.signal?.aborted) run.summary.interrupted = String(options.signal.reason ?? 'aborted')

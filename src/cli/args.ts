@@ -87,7 +87,8 @@ export function groupRepeatedFlags(argv: readonly string[]): string[] {
     }
     const values: string[] = flag !== arg ? [arg.slice(eq + 1)] : []
     while (i + 1 < argv.length && !argv[i + 1].startsWith('-')) values.push(argv[++i])
-    out.push(`--${name}=${values.join(GROUP_SEPARATOR)}`)
+    // yargs reads `--flag=` as no value at all: a lone empty argument (-c '') is kept as a group of empty tokens, so it is refused, not ignored.
+    out.push(`--${name}=${values.length === 1 && values[0] === '' ? GROUP_SEPARATOR : values.join(GROUP_SEPARATOR)}`)
   }
   return out
 }
@@ -100,6 +101,8 @@ export function splitGroup(group: string): string[] {
 export function parseContextPairs(tokens: readonly string[], allowBareKeys: boolean): Record<string, string | null> {
   const context: Record<string, string | null> = {}
   for (const token of tokens) {
+    // As aws-encryption-cli: "" is not key=value (an empty value, "team=", is allowed).
+    if (token === '') throw new UsageError('-c/--encryption-context: an empty argument is not key=value')
     const eq = token.indexOf('=')
     if (eq === 0) throw new UsageError(`-c/--encryption-context: "${token}" has an empty key`)
     if (eq < 0) {

@@ -2,7 +2,7 @@
 // metadata/summary destinations, report files as they finish, stop cleanly on SIGINT/SIGTERM, and end with
 // the summary (JSON to --summary, a human one on stderr) and the exit code.
 import { writeFileSync } from 'node:fs'
-import { printable, UsageError } from '../errors.js'
+import { describeError, printable, UsageError } from '../errors.js'
 import { removeLiveTemporaries } from '../store/local.js'
 import { canonicalJson } from '../message/metadata.js'
 import type { FileEvent, TreeSummary } from '../tree.js'
@@ -82,11 +82,17 @@ export async function startSession(args: { quiet?: boolean; verbose?: number; dr
       removeLiveTemporaries()
       // The whole command, from process start (the library's own count starts at its call, after start-up).
       summary.seconds = Math.round(performance.now() / 10) / 100
+      let outputError = summary.metadata_error
       if (args.summary !== undefined) {
         const text = canonicalJson(summary) + '\n'
-        if (args.summary === '-') process.stdout.write(text)
-        else writeFileSync(args.summary, text)
+        try {
+          if (args.summary === '-') process.stdout.write(text)
+          else writeFileSync(args.summary, text)
+        } catch (err) {
+          outputError ??= `cannot write the summary to ${args.summary} (${describeError(err)}); ${summary.files_ok} output(s) were written`
+        }
       }
+      if (outputError) progress.log(`envcrypt: error: ${printable(outputError)}`)
       if (summary.stopped) {
         // Once, naming the first file it failed: every other file would have failed the same way.
         const first = summary.failures.find((failure) => failure.error === summary.stopped)
@@ -99,7 +105,7 @@ export async function startSession(args: { quiet?: boolean; verbose?: number; dr
       if (terminal) process.stderr.write(terminal.renderEndSummary(summary, verb, plannedFiles) + '\n')
       else if (verbosity >= 1 || (verbosity >= 0 && unclean)) process.stderr.write(describeSummary(summary, verb) + '\n')
       if (summary.interrupted) return exitCodes[summary.interrupted as 'SIGINT' | 'SIGTERM'] ?? exitCodes.SIGTERM
-      return summary.files_failed > 0 ? exitCodes.failed : exitCodes.ok
+      return summary.files_failed > 0 || outputError ? exitCodes.failed : exitCodes.ok
     },
   }
 }

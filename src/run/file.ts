@@ -62,7 +62,7 @@ export async function processFile(run: TreeRun, file: PlannedFile): Promise<void
   const event: FileEvent = { input: file.input.display, output: file.output.display, status: 'ok', bytesIn: 0, bytesOut: 0 }
   const progress: FileProgress = {}
   try {
-    if (await shouldSkip(run, file)) {
+    if (file.input.skip || (await shouldSkip(run, file))) {
       event.status = 'skipped'
       summary.files_skipped++
       options.onFile?.(event)

@@ -138,6 +138,8 @@ export interface TreeSummary {
   interrupted?: string
   /** The error that stopped the run because it would fail every file (no credentials, KMS not answering, ...). */
   stopped?: string
+  /** The metadata file could not be written (the outputs were): the run fails with this line. */
+  metadata_error?: string
   /** Files never started because the run stopped (present with `stopped`). */
   files_not_attempted?: number
   /** Dry runs only: what would be done, file by file. */

@@ -1,6 +1,7 @@
 // `--dry-run`: the plan, file by file, without reading a key or writing anything. The planner already made
 // every up-front refusal (collisions, output inside input), so a clean dry run means the real run can start.
 import type { Mode } from '../message/metadata.js'
+import { printable } from '../errors.js'
 import type { PlannedFile } from './plan.js'
 
 export interface PlannedAction {
@@ -23,6 +24,10 @@ export async function dryRunActions(mode: Mode, planned: readonly PlannedFile[],
   const actions: PlannedAction[] = []
   for (const file of planned) {
     const action: PlannedAction = { input: file.input.display, output: file.output.display, action: verb }
+    if (file.input.skip || file.input.failure) {
+      actions.push({ ...action, action: 'skip', note: file.input.skip ? `${file.input.skip}, not a regular file` : file.input.failure })
+      continue
+    }
     if ((options.skipExisting || options.noOverwrite || options.confirmOverwrite) && (await file.output.exists())) {
       if (options.skipExisting) Object.assign(action, { action: 'skip', note: 'output exists' })
       else if (options.noOverwrite) Object.assign(action, { action: 'skip', note: 'output exists, --no-overwrite' })
@@ -35,5 +40,6 @@ export async function dryRunActions(mode: Mode, planned: readonly PlannedFile[],
 
 /** The lines `--dry-run` prints: `encrypt IN -> OUT`, skipped files marked. */
 export function describePlan(actions: readonly PlannedAction[]): string[] {
-  return actions.map((a) => `${a.action} ${a.input} -> ${a.output}${a.note ? `  (${a.note})` : ''}`)
+  // Names are escaped as on stderr: a newline or ESC in a file name must not split or forge a line.
+  return actions.map((a) => `${a.action} ${printable(a.input)} -> ${printable(a.output)}${a.note ? `  (${printable(a.note)})` : ''}`)
 }

@@ -23,6 +23,10 @@ export interface InputItem {
   mtimeMs?: number
   /** A local file's inode when planned: a file renamed over it is another file (input-check.ts). */
   ino?: number
+  /** Not a regular file (a FIFO, socket or device): counted as skipped, never opened; the planner warned. */
+  skip?: string
+  /** Known at planning to fail (a directory that cannot be listed): the file's error; open() throws it. */
+  failure?: string
   /** A local file's path, for engines that read it in another thread. */
   localPath?: string
   open(): Promise<ByteSource>

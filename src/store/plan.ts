@@ -1,6 +1,6 @@
 // File planning: turns `-i`/`-o`/`-r`/`--suffix` into a list of (input, output) pairs before anything is
 // written, so that every refusal (collisions, output inside input, missing files) happens up front.
-import { realpath, stat } from 'node:fs/promises'
+import { opendir, realpath, stat } from 'node:fs/promises'
 import { basename, dirname, isAbsolute, join, relative, resolve, sep } from 'node:path'
 import { EnvcryptError, UsageError } from '../errors.js'
 import { shardOf, type ManifestEntry, type Shard } from './shard.js'
@@ -224,6 +224,9 @@ async function walkDirectory(root: string, options: PlanOptions): Promise<InputI
     onlyFiles: false,
     followSymbolicLinks: false,
     stats: true,
+    // A directory that cannot be listed (unreadable, too long a path, gone meanwhile) must not abort the
+    // listing: each such directory is found below and fails on its own.
+    suppressErrors: true,
     // fast-glob is told to treat the name literally (no escaping needed for names with glob characters).
   })
   entries.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0))
@@ -242,13 +245,57 @@ async function walkDirectory(root: string, options: PlanOptions): Promise<InputI
         continue
       }
       const targetInfo = await stat(target)
-      if (!targetInfo.isFile()) continue
+      if (!targetInfo.isFile()) {
+        if (!targetInfo.isDirectory()) options.warn(`skipping ${specialKind(targetInfo)} ${full} (a symlink to one)`)
+        continue
+      }
       items.push(localFileInput(full, rel, targetInfo))
     } else if (linkInfo.isFile()) {
       items.push(localFileInput(full, rel, linkInfo))
+    } else if (linkInfo.isDirectory()) {
+      const problem = await unlistable(full)
+      if (problem) items.push(failedInput(full, rel, `cannot list this directory (${problem}); the files in it were not processed`))
+    } else {
+      // Never opened: opening a FIFO blocks until a writer comes.
+      const kind = specialKind(linkInfo)
+      options.warn(`skipping ${kind} ${full}`)
+      items.push({ display: full, relPath: rel, skip: kind, open: async () => { throw new EnvcryptError(`${kind}: not a regular file`) } })
     }
   }
   return items
+}
+
+/** Linux's PATH_MAX: a longer path cannot be opened or listed (fast-glob then drops it without a word). */
+const PATH_MAX = 4096
+const NAME_MAX = 255
+
+/** Why `dir` (or what is in it) cannot be listed, or undefined when it can. */
+async function unlistable(dir: string): Promise<string | undefined> {
+  try {
+    const handle = await opendir(dir)
+    try {
+      // Only a directory near PATH_MAX is read twice: are some of its entries' paths too long to reach?
+      const length = Buffer.byteLength(dir)
+      if (length + 1 + NAME_MAX >= PATH_MAX) {
+        for await (const entry of handle) if (length + 1 + Buffer.byteLength(entry.name) >= PATH_MAX) return `paths in it are longer than PATH_MAX (${PATH_MAX})`
+      }
+    } finally {
+      await handle.close().catch(() => undefined)
+    }
+    return undefined
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code
+    return code === 'EACCES' || code === 'EPERM' ? 'permission denied' : code === 'ENOENT' ? 'it disappeared during the listing' : code === 'ENAMETOOLONG' ? 'its path is too long' : code ?? 'error'
+  }
+}
+
+function specialKind(info: { isFIFO(): boolean; isSocket(): boolean; isCharacterDevice(): boolean; isBlockDevice(): boolean }): string {
+  return info.isFIFO() ? 'FIFO' : info.isSocket() ? 'socket' : info.isCharacterDevice() ? 'character device' : info.isBlockDevice() ? 'block device' : 'special file'
+}
+
+/** A planned input that fails on its own when processed (the rest of the tree goes on). */
+function failedInput(path: string, relPath: string, message: string): InputItem {
+  return { display: path, relPath, failure: message, open: async () => { throw new EnvcryptError(message) } }
 }
 
 function globBase(pattern: string): string {
