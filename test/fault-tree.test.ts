@@ -126,5 +126,5 @@ describe('-c with an empty argument or an empty value', () => {
     const mismatch = await runCli(['-d', '-i', join(dir, 'a.enc'), '-o', join(dir, 'b.dec'), ...key.spec, '-S', '-c', 'team=x'])
     expect(mismatch.code).toBe(1)
     expect(mismatch.stderr).toMatch(/encryption context mismatch/)
-  })
+  }, 120_000)
 })
