@@ -56,6 +56,9 @@ export interface BenchOptions {
   /** `-w` groups; none: a key on the in-process local KMS. */
   wrappingKeys: string[][]
   engines: string[]
+  /** False: the engines are the CLI's default, so no --engine is passed (a small dataset then runs in-thread, as
+   *  the CLI would run it). */
+  enginesNamed?: boolean
   algorithm: string
   jobs?: number
   json: boolean
@@ -274,7 +277,7 @@ async function runEnvcryptPlan(context: PlanContext, runs: BenchRun[]): Promise<
       const label = `${engine}${caching ? ' caching' : ''}`
       rmSync(encDir, { recursive: true, force: true })
       rmSync(decDir, { recursive: true, force: true })
-      const common = [...keys.keySpec, '--engine', engine, ...(caching ? ['--caching', ...cachingTokens(caching)] : []), ...(options.jobs ? ['-j', String(options.jobs)] : [])]
+      const common = [...keys.keySpec, ...(options.enginesNamed === false ? [] : ['--engine', engine]), ...(caching ? ['--caching', ...cachingTokens(caching)] : []), ...(options.jobs ? ['-j', String(options.jobs)] : [])]
       for (const mode of ['encrypt', 'decrypt'] as const) {
         const args = mode === 'encrypt'
           ? ['-e', '-r', '-i', dataset.dir, '-o', encDir, '--suffix', '', '--algorithm', options.algorithm, ...common]
@@ -480,6 +483,7 @@ export async function benchMain(args: BenchArgs): Promise<void> {
     cachingRuns: args.cachingRuns,
     wrappingKeys: (args.wrappingKeys ?? []).map(splitGroup),
     engines: args.engine?.length ? args.engine : [defaultEngineName()],
+    enginesNamed: Boolean(args.engine?.length),
     algorithm: args.algorithm ?? (args.unsigned ? UNSIGNED : SIGNED),
     jobs: args.jobs,
     json: Boolean(args.json),
