@@ -24,7 +24,7 @@ import type { Store } from '../store/plan.js'
 import { mergeSummaries, readSummaryFile } from './summary.js'
 import { inspectCommand, reportCommand } from './tools.js'
 import { describePlan } from '../store/dry-run.js'
-import { checkOutputArgs, exitCodes, startSession } from './session.js'
+import { checkOutputArgs, exitCodes, startSession, type Session } from './session.js'
 
 // Each command's code loads when it runs (dynamic import()), so that `--version` or an encrypt with a raw
 // AES key does not pay for the bench, migrate, the local KMS or the AWS SDK clients. `bench` and `migrate`
@@ -283,18 +283,17 @@ interface MainArgs {
   fromWrappingKeys?: string[]
 }
 
-async function runMain(args: MainArgs): Promise<number> {
+/** The mode: exactly one of encrypt, decrypt, decrypt-unsigned, reencrypt. */
+function checkMode(args: MainArgs): { encrypting: boolean; reencrypting: boolean } {
   const reencrypting = Boolean(args.reencrypt)
   if (reencrypting) checkReencryptArgs(args)
   const modes = [args.encrypt && 'encrypt', args.decrypt && 'decrypt', args.decryptUnsigned && 'decrypt-unsigned', reencrypting && 'reencrypt'].filter(Boolean)
   if (modes.length !== 1) throw new UsageError('choose exactly one of -e/--encrypt, -d/--decrypt, --decrypt-unsigned')
-  const encrypting = Boolean(args.encrypt)
-  if (args.allowPkcs1Decrypt) {
-    if (encrypting) throw new UsageError('--allow-pkcs1-decrypt applies to decrypt and reencrypt only')
-    const { rerunUnderSecurityRevert, underSecurityRevert } = await import('./security-revert.js')
-    if (!underSecurityRevert()) return rerunUnderSecurityRevert()
-    if (!args.quiet) process.stderr.write('envcrypt: warning: --allow-pkcs1-decrypt: PKCS#1 v1.5 RSA decryption is re-enabled (CVE-2023-46809 reverted), which is open to the Marvin timing attack; use it only to move these messages to OAEP (envcrypt reencrypt ... -w ... padding=oaep-sha256)\n')
-  }
+  return { encrypting: Boolean(args.encrypt), reencrypting }
+}
+
+/** The flags that go with the mode. */
+function checkModeArgs(args: MainArgs, encrypting: boolean, reencrypting: boolean): void {
   if (!args.input?.length) throw new UsageError('-i/--input is required')
   if (args.output === undefined) throw new UsageError('-o/--output is required')
   checkOutputArgs(args)
@@ -308,22 +307,17 @@ async function runMain(args: MainArgs): Promise<number> {
   if ((args.from !== undefined || args.allowLegacyS3ecV1) && (encrypting || reencrypting || args.decryptUnsigned || args.from !== 's3ec')) {
     throw new UsageError('--from s3ec and --allow-legacy-s3ec-v1 apply to -d/--decrypt only (envcrypt migrate --from s3ec turns such objects into messages)')
   }
-  const contextTokens = (args.encryptionContext ?? []).flatMap(splitGroup)
-  const context = parseContextPairs(contextTokens, !encrypting)
-  const session = await startSession(args)
+}
+
+/** The tree options every mode shares, from the flags and the session. */
+async function commonTreeOptions(args: MainArgs, session: Session, wrappingKeys: string[][], encrypting: boolean) {
   const { warn } = session
-  const wrappingKeys = (args.wrappingKeys ?? []).map(splitGroup)
-  if (wrappingKeys.length === 0 && !encrypting && !reencrypting && !args.dryRun) {
-    // aws-encryption-cli 1.x decrypted with KMS discovery when no key was named; scripts from then rely on it.
-    warn('no -w key named: decrypting with KMS discovery (any KMS key a message names that these credentials may use); restrict it with -w discovery=true discovery-account=ACCOUNT discovery-partition=aws, or name the keys with -w key=ARN')
-    wrappingKeys.push(['discovery=true'])
-  }
   const stores = await s3Stores(args, encrypting, warn)
-  const common = {
+  return {
     stores,
     sync: args.sync,
-    inputs: args.input,
-    output: args.output,
+    inputs: args.input!,
+    output: args.output!,
     recursive: args.recursive,
     suffix: args.suffix,
     wrappingKeys,
@@ -341,13 +335,34 @@ async function runMain(args: MainArgs): Promise<number> {
     followSymlinks: args.followSymlinks,
     engine: args.engine,
     shard: parseShard(args),
-    manifest: args.manifest !== undefined ? await loadManifest(args.manifest, args.input, stores, warn, parseShard(args)) : undefined,
+    manifest: args.manifest !== undefined ? await loadManifest(args.manifest, args.input!, stores, warn, parseShard(args)) : undefined,
     signal: session.signal,
     warn,
     onFile: session.onFile,
     onPlan: session.onPlan,
     dryRun: args.dryRun,
   }
+}
+
+async function runMain(args: MainArgs): Promise<number> {
+  const { encrypting, reencrypting } = checkMode(args)
+  if (args.allowPkcs1Decrypt) {
+    if (encrypting) throw new UsageError('--allow-pkcs1-decrypt applies to decrypt and reencrypt only')
+    const { rerunUnderSecurityRevert, underSecurityRevert } = await import('./security-revert.js')
+    if (!underSecurityRevert()) return rerunUnderSecurityRevert()
+    if (!args.quiet) process.stderr.write('envcrypt: warning: --allow-pkcs1-decrypt: PKCS#1 v1.5 RSA decryption is re-enabled (CVE-2023-46809 reverted), which is open to the Marvin timing attack; use it only to move these messages to OAEP (envcrypt reencrypt ... -w ... padding=oaep-sha256)\n')
+  }
+  checkModeArgs(args, encrypting, reencrypting)
+  const contextTokens = (args.encryptionContext ?? []).flatMap(splitGroup)
+  const context = parseContextPairs(contextTokens, !encrypting)
+  const session = await startSession(args)
+  const wrappingKeys = (args.wrappingKeys ?? []).map(splitGroup)
+  if (wrappingKeys.length === 0 && !encrypting && !reencrypting && !args.dryRun) {
+    // aws-encryption-cli 1.x decrypted with KMS discovery when no key was named; scripts from then rely on it.
+    session.warn('no -w key named: decrypting with KMS discovery (any KMS key a message names that these credentials may use); restrict it with -w discovery=true discovery-account=ACCOUNT discovery-partition=aws, or name the keys with -w key=ARN')
+    wrappingKeys.push(['discovery=true'])
+  }
+  const common = await commonTreeOptions(args, session, wrappingKeys, encrypting)
   let summary: TreeSummary
   const { decryptTree, encryptTree } = await import('../tree.js')
   if (reencrypting) {
