@@ -1,27 +1,10 @@
 // The local KMS's state file: keys and aliases as JSON, read on start and rewritten after every change.
-import { randomUUID } from 'node:crypto'
 import { promises as fs } from 'node:fs'
+import writeFileAtomic from 'write-file-atomic'
 import type { KeyState, KeyStore } from './key-store.js'
 
 const STATE_FORMAT = 'envcrypt-local-kms/1'
 const UUID_PATTERN = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/
-
-async function writeFileAtomic(file: string, data: string): Promise<void> {
-  const temporary = `${file}.${process.pid}.${randomUUID()}.tmp`
-  try {
-    const handle = await fs.open(temporary, 'wx', 0o600)
-    try {
-      await handle.writeFile(data, 'utf8')
-      await handle.sync()
-    } finally {
-      await handle.close()
-    }
-    await fs.rename(temporary, file)
-  } catch (error) {
-    await fs.rm(temporary, { force: true }).catch(() => undefined)
-    throw error
-  }
-}
 
 interface StateFileContents {
   format: string
@@ -140,7 +123,8 @@ export function stateFileWriter(file: string | undefined, store: KeyStore): Stat
     persist() {
       if (!file) return Promise.resolve()
       const data = JSON.stringify(snapshot(store), null, 2) + '\n'
-      const write = persistChain.then(() => writeFileAtomic(file, data))
+      // Temporary beside the file, fsync, then rename; mode 0600, since the file holds key material.
+      const write = persistChain.then(() => writeFileAtomic(file, data, { mode: 0o600 }))
       persistChain = write.catch(() => undefined)
       return write
     },
