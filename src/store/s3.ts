@@ -312,6 +312,40 @@ function s3Output(location: S3Location, context: StoreContext): OutputTarget & {
   }
 }
 
+/** The object's metadata: envcrypt's version and object format, and the source's size and mtime (--sync). */
+function uploadMetadata(context: StoreContext, source: { size?: number; mtimeMs?: number } | undefined): Record<string, string> {
+  const metadata: Record<string, string> = { [META.version]: VERSION, [META.format]: context.objectFormat }
+  if (source?.size !== undefined) metadata[META.sourceSize] = String(source.size)
+  if (source?.mtimeMs !== undefined) metadata[META.sourceMtime] = String(Math.trunc(source.mtimeMs))
+  return metadata
+}
+
+/** The upload of `body` to `location` through lib-storage (multipart once it is large). */
+function startUpload(
+  location: S3Location,
+  context: StoreContext,
+  body: Transform,
+  source: { size?: number; mtimeMs?: number } | undefined,
+  noClobber: boolean,
+): Upload {
+  return new Upload({
+    client: context.getClient(),
+    params: {
+      Bucket: location.bucket,
+      Key: location.key,
+      Body: body,
+      ContentType: 'application/octet-stream',
+      Metadata: uploadMetadata(context, source),
+      ...context.uploadParams,
+      ...context.customerKey,
+      ...(noClobber ? { IfNoneMatch: '*' } : {}),
+    },
+    partSize: context.partSize,
+    queueSize: context.queueSize,
+    leavePartsOnError: false,
+  })
+}
+
 function openUpload(location: S3Location, context: StoreContext, source: { size?: number; mtimeMs?: number } | undefined, noClobber: boolean): OutputWriter {
   const uri = formatUri(location)
   // --no-overwrite: S3 itself refuses the write (PutObject or CompleteMultipartUpload) if the key exists by
@@ -320,9 +354,6 @@ function openUpload(location: S3Location, context: StoreContext, source: { size?
     noClobber && (err as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode === 412
       ? new EnvcryptError(`output ${uri} already exists (not overwritten)`)
       : s3Error('upload', uri, err)
-  const metadata: Record<string, string> = { [META.version]: VERSION, [META.format]: context.objectFormat }
-  if (source?.size !== undefined) metadata[META.sourceSize] = String(source.size)
-  if (source?.mtimeMs !== undefined) metadata[META.sourceMtime] = String(Math.trunc(source.mtimeMs))
   let bytesWritten = 0
   // A counting pass-through: lib-storage wants a node:stream Readable body (FACTS.md).
   const body = new Transform({
@@ -335,22 +366,7 @@ function openUpload(location: S3Location, context: StoreContext, source: { size?
   // Errors surface through the engine's writes and through commit(); this only keeps an unobserved
   // 'error' event from crashing the process.
   body.on('error', () => undefined)
-  const upload = new Upload({
-    client: context.getClient(),
-    params: {
-      Bucket: location.bucket,
-      Key: location.key,
-      Body: body,
-      ContentType: 'application/octet-stream',
-      Metadata: metadata,
-      ...context.uploadParams,
-      ...context.customerKey,
-      ...(noClobber ? { IfNoneMatch: '*' } : {}),
-    },
-    partSize: context.partSize,
-    queueSize: context.queueSize,
-    leavePartsOnError: false,
-  })
+  const upload = startUpload(location, context, body, source, noClobber)
   let uploadResult: 'pending' | 'completed' | 'failed' = 'pending'
   const uploaded = upload.done().then(
     () => {
