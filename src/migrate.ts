@@ -26,7 +26,7 @@ export const MIGRATED_FROM_KEY = 'envcrypt:migrated-from'
 /** openssl-kms without --data-key-file: the blob for FILE is FILE + this suffix, beside it. */
 export const DEFAULT_DATA_KEY_SUFFIX = '.key'
 /** `openssl enc -pbkdf2` default (OpenSSL 1.1.1 and 3.x), as the walkthrough uses it. */
-export const OPENSSL_PBKDF2_ITERATIONS = 10_000
+const OPENSSL_PBKDF2_ITERATIONS = 10_000
 
 // KMS ciphertext blobs are at most 6144 bytes; a larger length field means this is not the format.
 const MAX_KMS_BLOB = 6144

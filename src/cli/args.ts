@@ -6,7 +6,7 @@ import { homedir } from 'node:os'
 import { split as shlexSplit } from 'shlex'
 import { UsageError } from '../errors.js'
 
-export const GROUP_SEPARATOR = '\u001f'
+const GROUP_SEPARATOR = '\u001f'
 const GROUPED_FLAGS: Record<string, string> = {
   '-w': 'wrapping-keys',
   '--wrapping-keys': 'wrapping-keys',

@@ -110,7 +110,7 @@ export async function startSession(args: { quiet?: boolean; verbose?: number; dr
   }
 }
 
-export function describeSummary(summary: TreeSummary, verb: string): string {
+function describeSummary(summary: TreeSummary, verb: string): string {
   const parts = [`envcrypt: ${verb} ${summary.files_ok} file${summary.files_ok === 1 ? '' : 's'}`]
   if (summary.files_skipped) parts.push(`skipped ${summary.files_skipped}`)
   if (summary.files_failed) parts.push(`failed ${summary.files_failed}`)

@@ -11,8 +11,8 @@ import type { KMS } from '@aws-sdk/client-kms'
 import { EnvcryptError, UsageError } from '../errors.js'
 import { warnAboutKeyFileMode } from './file-mode.js'
 
-export type Provider = 'aws-kms' | 'raw-aes' | 'raw-rsa'
-export type RsaPadding = 'oaep-sha256' | 'oaep-sha1' | 'pkcs1'
+type Provider = 'aws-kms' | 'raw-aes' | 'raw-rsa'
+type RsaPadding = 'oaep-sha256' | 'oaep-sha1' | 'pkcs1'
 
 export interface WrappingKeySpec {
   provider: Provider
@@ -33,7 +33,7 @@ export type KmsCallCounts = Record<string, number>
 
 const SPEC_FIELDS = new Set(['key', 'provider', 'region', 'profile', 'discovery', 'discovery-account', 'discovery-partition', 'material', 'namespace', 'padding'])
 const REPEATABLE = new Set(['key', 'discovery-account'])
-export const DEFAULT_NAMESPACE = 'envcrypt'
+const DEFAULT_NAMESPACE = 'envcrypt'
 
 // The RSA and KMS providers' packages load only when a spec needs them: a raw AES run never loads the AWS SDK's KMS
 // client (about a third of a small run's start-up). Synchronous requires of these CommonJS packages keep
@@ -113,7 +113,7 @@ function expandHome(path: string): string {
 }
 
 /** Check the rules that depend on the direction: encrypt needs keys and refuses discovery. */
-export function validateSpecs(specs: readonly WrappingKeySpec[], mode: 'encrypt' | 'decrypt'): void {
+function validateSpecs(specs: readonly WrappingKeySpec[], mode: 'encrypt' | 'decrypt'): void {
   if (specs.length === 0) throw new UsageError('-w/--wrapping-keys is required: name at least one wrapping key (see --help)')
   for (const spec of specs) {
     if (mode === 'encrypt') {
@@ -352,7 +352,7 @@ const KEY_ERRORS = new Set(['NotFoundException', 'AccessDeniedException', 'Disab
 const NETWORK_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN', 'ETIMEDOUT', 'EPIPE'])
 
 /** The one-line run-wide error for `err`, or undefined when it concerns only this call. */
-export function runWideKmsError(err: unknown, timeoutSeconds: number, keyErrorsRunWide: boolean): EnvcryptError | undefined {
+function runWideKmsError(err: unknown, timeoutSeconds: number, keyErrorsRunWide: boolean): EnvcryptError | undefined {
   const e = err as { name?: string; code?: string; message?: string; $metadata?: { attempts?: number; httpStatusCode?: number } }
   const attempts = e.$metadata?.attempts ?? KMS_MAX_ATTEMPTS
   const answered = e.$metadata?.httpStatusCode !== undefined

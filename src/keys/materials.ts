@@ -116,7 +116,7 @@ export function buildMaterialsManager(keyring: KeyringNode, caching?: CachingSet
 }
 
 /** Wrap a manager so that requests with the same cache key run one after another. */
-export function serializePerCacheKey(inner: NodeMaterialsManager): NodeMaterialsManager {
+function serializePerCacheKey(inner: NodeMaterialsManager): NodeMaterialsManager {
   const tails = new Map<string, Promise<unknown>>()
   function exclusive<T>(key: string, task: () => Promise<T>): Promise<T> {
     const previous = tails.get(key) ?? Promise.resolve()

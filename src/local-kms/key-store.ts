@@ -14,7 +14,7 @@ export interface KeyRecord {
   pendingWindowInDays?: number
 }
 
-export interface AliasRecord {
+interface AliasRecord {
   aliasName: string
   targetKeyId: string
   creationDate: number

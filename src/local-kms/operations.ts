@@ -18,7 +18,7 @@ import { KmsError, validation } from './kms-error.js'
 
 const ALIAS_NAME_PATTERN = /^alias\/[a-zA-Z0-9:/_-]+$/
 
-export interface OperationResult {
+interface OperationResult {
   body: JsonObject
   /** True when keys or aliases changed and the state file must be rewritten. */
   mutated: boolean

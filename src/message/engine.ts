@@ -9,7 +9,7 @@
 import type { Writable } from 'node:stream'
 import type { AlgorithmSuiteIdentifier, NodeMaterialsManager, MessageHeader } from '@aws-crypto/client-node'
 import { deserializeFactory } from '@aws-crypto/serialize'
-import { CommitmentPolicy, NodeAlgorithmSuite, SignaturePolicy } from '@aws-crypto/material-management-node'
+import { CommitmentPolicy, NodeAlgorithmSuite } from '@aws-crypto/material-management-node'
 import { EnvcryptError, IntegrityError, describeError } from '../errors.js'
 import { signedRefusal } from './algorithms.js'
 
@@ -113,7 +113,7 @@ export function parseHeader(buffer: Uint8Array, maxEncryptedDataKeys: number | f
 }
 
 /** Headers are small; anything beyond this without a complete header is not a message we accept. */
-export const MAX_HEADER_BYTES = 16 * 1024 * 1024
+const MAX_HEADER_BYTES = 16 * 1024 * 1024
 
 /** An error the SDK raised while reading a message (its parsers, keyrings and verifiers throw plain Errors, and
  *  a TypeError on some hostile bytes) as the IntegrityError it is, same text, the original as its cause. AWS
@@ -165,7 +165,7 @@ export async function readHeader(
 }
 
 /** Re-chunk a byte source into pieces of exactly `size` bytes (the last one shorter). */
-export async function* rechunk(source: ByteSource, size: number): AsyncGenerator<Buffer> {
+async function* rechunk(source: ByteSource, size: number): AsyncGenerator<Buffer> {
   let pending: Buffer[] = []
   let pendingLength = 0
   for await (const chunk of source) {
@@ -200,7 +200,7 @@ async function* prepend(first: Uint8Array, rest: AsyncIterator<Uint8Array>): Asy
  *  The SDK's stream stops reading at the final frame of an unsigned message and ignores what follows, while
  *  docs/SECURITY.md promises that every engine refuses trailing data; this walks only the framing (lengths),
  *  leaving every check of the content to the SDK. */
-export async function* refuseTrailingBytes(source: AsyncIterable<Uint8Array>, parsed: ParsedHeader): AsyncGenerator<Uint8Array> {
+async function* refuseTrailingBytes(source: AsyncIterable<Uint8Array>, parsed: ParsedHeader): AsyncGenerator<Uint8Array> {
   const suite = new NodeAlgorithmSuite(parsed.header.suiteId)
   const ivLength = suite.ivLength
   const tagLength = suite.tagLength / 8
@@ -371,5 +371,3 @@ export const sdkEngine: Engine = {
     return { header: parsed.header, headerAuth: parsed.headerAuth, bytesIn: counter.bytes, bytesOut }
   },
 }
-
-export { SignaturePolicy }

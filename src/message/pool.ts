@@ -31,7 +31,7 @@ import type { DecryptFileTask, EncryptFileTask, FileBatch, FileTask, FileTaskRes
 import type { TemporaryTarget } from '../store/local.js'
 import type { PlannedInput } from '../store/input-check.js'
 
-export interface FileRunOptions {
+interface FileRunOptions {
   signal?: AbortSignal
   /** The input's size, if known: small files are batched, and reads are sized to it. */
   inputSize?: number
@@ -94,14 +94,6 @@ function workerPool(): Piscina<FileBatch, FileTaskResult[]> {
     resourceLimits: { maxYoungGenerationSizeMb: 8 },
   })
   return pool
-}
-
-/** Stop the worker threads (tests and the bench call it; the CLI simply exits). */
-export async function closeWorkerPool(): Promise<void> {
-  const current = pool
-  pool = undefined
-  provideSigningKeyPairs(undefined)
-  await current?.destroy()
 }
 
 // One stop flag per run (per AbortSignal), shared with the workers: they check it between reads and around

@@ -20,7 +20,7 @@ export const smallFileStats = { files: 0 }
 export const smallFileOptions = { namedTemporary: false }
 
 /** Files up to this size take the native path (read and sealed whole in memory). */
-export const SMALL_FILE_MAX_BYTES = 1024 * 1024
+const SMALL_FILE_MAX_BYTES = 1024 * 1024
 
 /** What the native path needs of a pool encrypt task (pool-worker.ts EncryptFileTask has these fields). */
 export interface SmallEncryptTask {

@@ -98,7 +98,7 @@ export interface TransformedSource {
   afterCommit?: (output: CommittedOutput) => Promise<void>
 }
 
-export interface CommittedOutput {
+interface CommittedOutput {
   /** Decrypts the message just written, with this run's keyring, into `sink`. */
   decryptInto(sink: Writable): Promise<MessageResult>
 }

@@ -29,7 +29,7 @@ interface Seen {
 }
 
 /** Why `seen` is not the planned file, or undefined when it is. Exported for readers with their own stat. */
-export function inputChange(planned: PlannedInput, seen: Seen, bytesRead?: number): string | undefined {
+function inputChange(planned: PlannedInput, seen: Seen, bytesRead?: number): string | undefined {
   if (planned.ino !== undefined && seen.ino !== planned.ino) return 'replaced by another file'
   if (planned.size !== undefined && seen.size !== planned.size) return `size ${planned.size} became ${seen.size} bytes`
   if (bytesRead !== undefined && planned.size !== undefined && bytesRead !== planned.size) return `${bytesRead} of ${planned.size} bytes read`

@@ -71,7 +71,7 @@ export interface TemporaryTarget {
   noClobber: boolean
 }
 
-export interface TemporaryWriter extends Omit<OutputWriter, 'stream' | 'commit'> {
+interface TemporaryWriter extends Omit<OutputWriter, 'stream' | 'commit'> {
   target: TemporaryTarget
   /** The writer reported that it committed the output: forget the temporary. */
   commit(): Promise<void>
@@ -79,7 +79,7 @@ export interface TemporaryWriter extends Omit<OutputWriter, 'stream' | 'commit'>
 
 /** Temporary outputs start with this; the planner never takes them as input. */
 export const TEMP_PREFIX = '.envcrypt-tmp-'
-export const READ_CHUNK = 1024 * 1024
+const READ_CHUNK = 1024 * 1024
 
 // Temporary names carry the host and process that own them: `.envcrypt-tmp-HOST-PID-RANDOM`. A temporary left
 // by a process that died (SIGKILL, power loss) on this host is removed the next time envcrypt writes into its
@@ -98,7 +98,7 @@ function processIsAlive(pid: number): boolean {
 }
 
 /** Remove temporaries that dead processes of this host left in `dir` (once per directory per run). */
-export function removeStaleTemporaries(dir: string): Promise<void> {
+function removeStaleTemporaries(dir: string): Promise<void> {
   let sweep = sweptDirectories.get(dir)
   if (!sweep) {
     sweep = (async () => {
@@ -163,7 +163,7 @@ export function localFileInput(path: string, relPath: string, info: { size: numb
 /** A local input as a byte source that refuses to end (throws InputChangedError) unless the file was the planned
  *  one from the first read to the last (input-check.ts); it never yields more than the planned size, so an
  *  engine told the plaintext length never sees more. `destroy()` stops it at its next read (an interrupted run). */
-export function readCheckedFile(path: string, planned: PlannedInput): ByteSource & { destroy(): void } {
+function readCheckedFile(path: string, planned: PlannedInput): ByteSource & { destroy(): void } {
   let stopped = false
   const chunks = (async function* () {
     const handle = await open(path, 'r')

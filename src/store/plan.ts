@@ -309,7 +309,7 @@ function globBase(pattern: string): string {
   return base === '' ? (isAbsolute(pattern) ? '/' : '.') : base
 }
 
-export function isInside(child: string, parent: string): boolean {
+function isInside(child: string, parent: string): boolean {
   const rel = relative(parent, child)
   return rel === '' || (!rel.startsWith('..') && !isAbsolute(rel))
 }

@@ -48,10 +48,10 @@ export interface S3StoreOptions {
   maxAttempts?: number
 }
 
-export const S3_PART_SIZE = 8 * 1024 * 1024
+const S3_PART_SIZE = 8 * 1024 * 1024
 const SSE_VALUES = ['AES256', 'aws:kms', 'aws:kms:dsse']
 /** Object metadata names (sent as `x-amz-meta-*`). Never a plaintext hash: metadata is readable without the key. */
-export const META = {
+const META = {
   version: 'envcrypt-version',
   format: 'envcrypt-format',
   sourceSize: 'envcrypt-source-size',
@@ -63,7 +63,7 @@ interface S3Location {
   key: string
 }
 
-export function parseS3Uri(uri: string): S3Location {
+function parseS3Uri(uri: string): S3Location {
   const match = /^s3:\/\/([^/]+)(?:\/(.*))?$/s.exec(uri)
   if (!match) throw new UsageError(`${uri}: not an s3://bucket/key URI`)
   return { bucket: match[1], key: match[2] ?? '' }
@@ -217,7 +217,7 @@ async function listPrefix(prefix: S3Location, context: StoreContext): Promise<In
 }
 
 /** Keys become local paths on download: refuse any that could land outside the output directory. */
-export function checkRelativePath(relPath: string, uri: string): void {
+function checkRelativePath(relPath: string, uri: string): void {
   const refuse = (why: string) => {
     throw new EnvcryptError(`${JSON.stringify(uri)}: unsafe object key (${why}); refusing to download anything from this listing`)
   }

@@ -14,7 +14,7 @@ export interface Shard {
 }
 
 /** Environment variables schedulers set to a worker's index, tried in order by `--shard env`. */
-export const SHARD_INDEX_VARIABLES = ['JOB_COMPLETION_INDEX', 'AWS_BATCH_JOB_ARRAY_INDEX', 'ENVCRYPT_SHARD_INDEX'] as const
+const SHARD_INDEX_VARIABLES = ['JOB_COMPLETION_INDEX', 'AWS_BATCH_JOB_ARRAY_INDEX', 'ENVCRYPT_SHARD_INDEX'] as const
 
 export function shardOf(relPath: string, count: number): number {
   const digest = createHash('sha256').update(relPath, 'utf8').digest()
@@ -124,7 +124,7 @@ export function parseManifest(text: string, source: string): ManifestEntry[] {
 }
 
 /** Why a manifest path could escape the input root or the output tree, or undefined when it is safe. */
-export function unsafePath(path: string): string | undefined {
+function unsafePath(path: string): string | undefined {
   if (path.startsWith('/')) return `"${path}" is absolute; list paths relative to the input`
   if (path.includes('\\')) return `"${path}" contains a backslash`
   if (path.split('/').some((part) => part === '..' || part === '.')) return `"${path}" contains a . or .. segment`

@@ -7,10 +7,10 @@ import { join } from 'node:path'
 import { expect } from 'vitest'
 import { CLI, type CliResult } from './cli.js'
 
-export const TEMP_PREFIX = '.envcrypt-tmp-'
+const TEMP_PREFIX = '.envcrypt-tmp-'
 
 /** Every entry under root (files by content hash, symlinks by target, directories by name), with mode bits. */
-export function fingerprint(root: string): Record<string, string> {
+function fingerprint(root: string): Record<string, string> {
   const out: Record<string, string> = {}
   for (const rel of readdirSync(root, { recursive: true }).map(String).sort()) {
     const path = join(root, rel)
@@ -113,7 +113,7 @@ export function unmount(dir: string): void {
   spawnSync('umount', ['-l', dir], { stdio: 'ignore' })
 }
 
-export const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
 
 /** Resolve once `predicate` holds (polled every few ms), or after `timeoutMs` with false. */
 export async function waitFor(predicate: () => boolean, timeoutMs = 20_000, everyMs = 3): Promise<boolean> {
