@@ -114,6 +114,24 @@ async function listen(server: http.Server, host: string, port: number): Promise<
   return `http://${host.includes(':') ? `[${host}]` : host}:${address.port}`
 }
 
+/** holdAfter(): how many more requests may be answered (undefined: no limit); the others wait until then. */
+function admissionGate(): { admit(): Promise<void>; limit(requests: number | undefined): void } {
+  let answerable: number | undefined
+  let held: Array<() => void> = []
+  return {
+    async admit() {
+      while (answerable !== undefined && answerable <= 0) await new Promise<void>((resolve) => held.push(resolve))
+      if (answerable !== undefined) answerable--
+    },
+    limit(requests) {
+      answerable = requests
+      const wake = held
+      held = []
+      for (const resolve of wake) resolve()
+    },
+  }
+}
+
 export async function startLocalKms(options: LocalKmsOptions = {}): Promise<LocalKms> {
   const log = options.log ?? (() => undefined)
   const { latencyMs, throttleRate, serverErrorRate } = checkFaultOptions(options)
@@ -122,14 +140,7 @@ export async function startLocalKms(options: LocalKmsOptions = {}): Promise<Loca
   let callCounts: Record<string, number> = {}
   let concurrentRequests = 0
   let peakConcurrentRequests = 0
-  // holdAfter(): how many more requests may be answered (undefined: no limit), and the held ones' wake-ups.
-  let answerable: number | undefined
-  let held: Array<() => void> = []
-  const releaseHeld = (): void => {
-    const wake = held
-    held = []
-    for (const resolve of wake) resolve()
-  }
+  const gate = admissionGate()
   const faultRandom = seededRandom(options.throttleSeed ?? 1)
   let closed = false
   const service: KmsService = {
@@ -144,10 +155,7 @@ export async function startLocalKms(options: LocalKmsOptions = {}): Promise<Loca
     requestStarted() {
       peakConcurrentRequests = Math.max(peakConcurrentRequests, ++concurrentRequests)
     },
-    async admit() {
-      while (answerable !== undefined && answerable <= 0) await new Promise<void>((resolve) => held.push(resolve))
-      if (answerable !== undefined) answerable--
-    },
+    admit: () => gate.admit(),
     requestEnded() {
       concurrentRequests--
     },
@@ -181,18 +189,14 @@ export async function startLocalKms(options: LocalKmsOptions = {}): Promise<Loca
     },
     counts: () => ({ ...callCounts }),
     peakConcurrentRequests: () => peakConcurrentRequests,
-    holdAfter(requests) {
-      answerable = requests
-      releaseHeld()
-    },
+    holdAfter: (requests) => gate.limit(requests),
     resetCounts() {
       callCounts = {}
       peakConcurrentRequests = concurrentRequests
     },
     async close() {
       closed = true
-      answerable = undefined
-      releaseHeld()
+      gate.limit(undefined)
       const stopped = new Promise<void>((resolve) => server.close(() => resolve()))
       server.closeAllConnections()
       await stopped
