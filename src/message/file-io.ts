@@ -23,7 +23,7 @@ export class FrameBuffers {
 }
 
 /** Read from `fd` into buffer[offset, offset + length) until it is full or the file ends; bytes read. */
-export function readFully(fd: number, buffer: Buffer, offset: number, length: number): number {
+function readFully(fd: number, buffer: Buffer, offset: number, length: number): number {
   let done = 0
   while (done < length) {
     const read = readSync(fd, buffer, offset + done, length - done, null)
@@ -138,7 +138,7 @@ export class FileChunkReader {
 /** Room for `batchBytes` of plaintext as frames of `frameLength`, the final frame included: a regular frame
  *  adds 4 + 12 + 16 bytes, the final one 4 + 4 + 12 + 4 + 16 (every suite has 12-byte IVs and 16-byte tags;
  *  encryptFrames allocates when its buffer is too small, so this only has to be right to save that). */
-export const sealedBytes = (batchBytes: number, frameLength: number) => batchBytes + Math.ceil(batchBytes / frameLength) * 32 + 40
+const sealedBytes = (batchBytes: number, frameLength: number) => batchBytes + Math.ceil(batchBytes / frameLength) * 32 + 40
 
 /** The encrypt loop's body for a local file: whole batches (a multiple of the frame length) read into one
  *  reused buffer and sealed into another. The batch that comes short (the end of the file) ends with the final

@@ -8,11 +8,11 @@ import { spawnSync } from 'node:child_process'
 const RESERVED_DESCRIPTORS = 40
 const DESCRIPTORS_PER_FILE = 3
 /** Above this, more files in flight only cost memory: -j 100000 is capped, with a note. */
-export const MAX_JOBS = 1024
+const MAX_JOBS = 1024
 
 /** The soft RLIMIT_NOFILE of this process, or undefined when it cannot be read. Node has no getrlimit: Linux
  *  shows it in /proc/self/limits; elsewhere a shell child (which inherits it) prints it with `ulimit -n`. */
-export function openFileLimit(): number | undefined {
+function openFileLimit(): number | undefined {
   try {
     const line = readFileSync('/proc/self/limits', 'utf8').split('\n').find((l) => l.startsWith('Max open files'))
     const soft = line?.slice('Max open files'.length).trim().split(/\s+/)[0]

@@ -42,12 +42,12 @@ export interface S3ecKeys {
 }
 
 /** True when the user metadata (lowercase names, no x-amz-meta- prefix) holds an S3EC envelope. */
-export function hasEnvelope(metadata: Readonly<Record<string, string>>): boolean {
+function hasEnvelope(metadata: Readonly<Record<string, string>>): boolean {
   return 'x-amz-key-v2' in metadata || 'x-amz-key' in metadata
 }
 
 /** Reads the envelope from a metadata map or a parsed instruction file (same names, no prefix). */
-export function parseEnvelope(fields: Readonly<Record<string, unknown>>, location: S3ecEnvelope['location'], object: string): S3ecEnvelope {
+function parseEnvelope(fields: Readonly<Record<string, unknown>>, location: S3ecEnvelope['location'], object: string): S3ecEnvelope {
   const text = (name: string) => {
     const value = fields[name]
     return value === undefined || value === null ? undefined : String(value)
@@ -88,7 +88,7 @@ function parseMatdesc(text: string | undefined, bad: (why: string) => Error): Re
 }
 
 /** The 32-byte content key, unwrapped as x-amz-wrap-alg says. */
-export async function unwrapContentKey(envelope: S3ecEnvelope, keys: S3ecKeys, object: string): Promise<Buffer> {
+async function unwrapContentKey(envelope: S3ecEnvelope, keys: S3ecKeys, object: string): Promise<Buffer> {
   const fail = (why: string) => new EnvcryptError(`${object}: cannot unwrap the data key (${why})`)
   let key: Buffer
   switch (envelope.wrapAlg) {
@@ -159,7 +159,7 @@ function rsaOaepUnwrap(envelope: S3ecEnvelope, privateKey: KeyObject, fail: (why
 
 /** The plaintext of the body. GCM: the tag is checked at the end, so a consumer must not publish anything
  *  before this generator returns. CBC: only padding can be checked. */
-export async function* decryptBody(envelope: S3ecEnvelope, contentKey: Buffer, body: ByteSource, keys: Pick<S3ecKeys, 'allowLegacyCbc'>, object: string): AsyncGenerator<Buffer> {
+async function* decryptBody(envelope: S3ecEnvelope, contentKey: Buffer, body: ByteSource, keys: Pick<S3ecKeys, 'allowLegacyCbc'>, object: string): AsyncGenerator<Buffer> {
   if (envelope.cekAlg === CBC && !keys.allowLegacyCbc) {
     throw new EnvcryptError(`${object}: AES-CBC (S3 Encryption Client v1) is not authenticated; give --allow-legacy-s3ec-v1 to read it anyway`)
   }
@@ -201,7 +201,7 @@ async function* decryptCbcBody(envelope: S3ecEnvelope, contentKey: Buffer, body:
 }
 
 /** The private key in an RSA PEM file (for -W provider=raw-rsa). */
-export function rsaPrivateKeyFrom(pem: Buffer, path: string): KeyObject {
+function rsaPrivateKeyFrom(pem: Buffer, path: string): KeyObject {
   try {
     return createPrivateKey(pem)
   } catch {
