@@ -22,7 +22,6 @@ import type { CommonTreeOptions, DecryptTreeOptions, EncryptTreeOptions, TreeSum
 
 export type * from './run/options.js'
 export { checkRequiredContext } from './run/file.js'
-export { defaultEngineName, defaultJobs, defaultPoolJobs } from './run/defaults.js'
 
 export const DEFAULT_FRAME_LENGTH = 4096
 

@@ -4,10 +4,11 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
 import { localKmsEnv, startLocalKms, type LocalKms } from '../src/local-kms/server.js'
-import { ROOT, rawAesKey, runCli, tempDir } from './helpers/cli.js'
+import { rawAesKey, runCli, tempDir } from './helpers/cli.js'
 
-const PRELOAD = join(ROOT, 'test', 'helpers', 'module-loads.mjs')
+const PRELOAD = fileURLToPath(import.meta.resolve('./helpers/module-loads.mjs'))
 let kms: LocalKms
 
 beforeAll(async () => {

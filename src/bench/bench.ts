@@ -27,23 +27,21 @@ import { renderBenchReport } from './report.js'
 import { measureMachine, runLimitSeconds, type MachineReference } from './machine.js'
 import { baselineArgv, compareWithDataset, runBaselineOnce, sameFile, type BaselineResult } from './baseline.js'
 
-export type { MachineReference } from './machine.js'
-export type { BaselineResult } from './baseline.js'
 
-export const DEFAULT_CACHING: CachingSettings = { capacity: 1, max_age: 10, max_messages_encrypted: 100 }
+const DEFAULT_CACHING: CachingSettings = { capacity: 1, max_age: 10, max_messages_encrypted: 100 }
 const SIGNED = 'AES_256_GCM_HKDF_SHA512_COMMIT_KEY_ECDSA_P384'
 const UNSIGNED = 'AES_256_GCM_HKDF_SHA512_COMMIT_KEY'
 /** Random data is generated and written this much at a time. */
 const WRITE_CHUNK = 64 * 1024 * 1024
 
 /** The dataset shapes of the speed targets: 1 GiB as 200 files, 2,000 small files, one small file. */
-export const SHAPES = {
+const SHAPES = {
   big: { files: 200, fileSize: 5_120_000 },
   small: { files: 2000, fileSize: 4096 },
   'one-file': { files: 1, fileSize: 1 },
 } as const
 
-export interface BenchOptions {
+interface BenchOptions {
   files: number
   fileSize: number
   /** Dataset directory: reused when it holds files, filled otherwise. Default: a fresh temporary one. */
@@ -67,7 +65,7 @@ export interface BenchOptions {
   baselineDecrypt?: string
 }
 
-export interface BenchRun {
+interface BenchRun {
   mode: 'encrypt' | 'decrypt'
   caching: false | CachingSettings
   engine: string
@@ -84,7 +82,7 @@ export interface BenchRun {
   baseline_ratio?: number
 }
 
-export interface BenchReport {
+interface BenchReport {
   files: number
   file_size: number
   bytes: number
@@ -110,7 +108,7 @@ function listDataset(dir: string): string[] {
 }
 
 /** Fill `dir` with `files` random files of `size` bytes unless it already holds files (then reuse them). */
-export function prepareDataset(dir: string, files: number, size: number): string[] {
+function prepareDataset(dir: string, files: number, size: number): string[] {
   mkdirSync(dir, { recursive: true })
   const existing = listDataset(dir)
   if (existing.length > 0) return existing
@@ -219,7 +217,7 @@ function checkBenchOptions(options: BenchOptions): void {
   for (const template of [options.baselineEncrypt, options.baselineDecrypt]) if (template !== undefined) baselineArgv(template, 'in', 'out')
 }
 
-export async function runBench(options: BenchOptions, log: (line: string) => void = (line) => process.stderr.write(line + '\n')): Promise<BenchReport> {
+async function runBench(options: BenchOptions, log: (line: string) => void = (line) => process.stderr.write(line + '\n')): Promise<BenchReport> {
   checkBenchOptions(options)
   // Progress (and these notes) on a terminal only; silent otherwise.
   const interactive = !options.json && Boolean(process.stderr.isTTY)
@@ -399,7 +397,7 @@ function formatRun(run: BenchRun): string {
   return `  ${run.mode.padEnd(7)} ${(run.engine + (run.caching ? ' caching' : '')).padEnd(14)} ${run.seconds.toFixed(2).padStart(8)} s ${run.mb_per_s.toFixed(1).padStart(8)} MB/s ${run.files_per_s.toFixed(1).padStart(9)} files/s  ${formatCalls(run.kms_calls).padEnd(22)} ${String(run.distinct_data_keys).padStart(6)} keys ${String(run.peak_rss_mb).padStart(6)} MB RSS ${run.limit_seconds.toFixed(3).padStart(8)} s ${(Math.round(run.share_of_limit * 100) + '%').padStart(5)}${ratio}`
 }
 
-export function formatReport(report: BenchReport): string {
+function formatReport(report: BenchReport): string {
   const ref = report.reference
   const baselineHeader = report.runs.some((run) => run.baseline_ratio !== undefined) ? ` ${'vs baseline'.padStart(11)}` : ''
   return [

@@ -104,7 +104,7 @@ async function allCoresRate(operation: 'keyPair' | 'sign' | 'verify', seconds = 
 
 /** Copy every file of the dataset in this process through one reused buffer into `workDir` (where the runs
  *  write their outputs); best of two, in seconds. */
-export function measureIoFloor(dir: string, names: readonly string[], workDir: string): number {
+function measureIoFloor(dir: string, names: readonly string[], workDir: string): number {
   const buffer = Buffer.allocUnsafe(1024 * 1024)
   let best = Infinity
   for (let attempt = 0; attempt < 2; attempt++) {
