@@ -3,7 +3,7 @@
 // flag re-runs envcrypt in a child Node started with it, meant for moving such messages to OAEP (reencrypt).
 import { spawn } from 'node:child_process'
 
-export const SECURITY_REVERT = '--security-revert=CVE-2023-46809'
+const SECURITY_REVERT = '--security-revert=CVE-2023-46809'
 
 export function underSecurityRevert(): boolean {
   return process.execArgv.includes(SECURITY_REVERT)

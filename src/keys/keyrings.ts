@@ -267,7 +267,7 @@ function rawAesKeyring(spec: WrappingKeySpec, options: KeyringOptions): KeyringN
 }
 
 /** The flag that re-runs envcrypt under `node --security-revert=CVE-2023-46809` (src/cli/security-revert.ts). */
-export const PKCS1_FLAG = '--allow-pkcs1-decrypt'
+const PKCS1_FLAG = '--allow-pkcs1-decrypt'
 const PKCS1_REFUSED = `padding=pkcs1: this Node.js (${process.version}) refuses PKCS#1 v1.5 RSA decryption (CVE-2023-46809, the Marvin attack), so messages wrapped with it cannot be opened; to move them to OAEP, run once: envcrypt reencrypt ${PKCS1_FLAG} -W provider=raw-rsa ... padding=pkcs1 -w ... padding=oaep-sha256`
 
 /** Whether this Node refuses PKCS#1 v1.5 private decryption (Node 20 does unless started with the security
