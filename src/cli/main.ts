@@ -330,7 +330,7 @@ async function commonTreeOptions(args: MainArgs, session: Session, wrappingKeys:
     kmsTimeoutSeconds: kmsTimeoutSeconds(args.kmsTimeout),
     skipExisting: args.skipExisting,
     noOverwrite: args.overwrite === false,
-    confirmOverwrite: args.interactive ? confirmOverwrite : undefined,
+    confirmOverwrite: args.interactive ? (path: string) => confirmOverwrite(path, session.pauseProgress) : undefined,
     fsync: args.fsync,
     followSymlinks: args.followSymlinks,
     engine: args.engine,
@@ -464,14 +464,17 @@ function checkReencryptArgs(args: MainArgs): void {
 
 // Prompts one at a time even with several files in flight.
 let promptChain: Promise<unknown> = Promise.resolve()
-function confirmOverwrite(path: string): Promise<boolean> {
+function confirmOverwrite(path: string, pauseProgress: () => () => void): Promise<boolean> {
   const ask = async () => {
+    // The bar would redraw over the prompt, and its clock would count the wait as a stall.
+    const resume = pauseProgress()
     const rl = createInterface({ input: process.stdin, output: process.stderr })
     try {
       const answer = await rl.question(`envcrypt: overwrite ${path}? [y/N] `)
       return /^y(es)?$/i.test(answer.trim())
     } finally {
       rl.close()
+      resume()
     }
   }
   const result = promptChain.then(ask, ask)

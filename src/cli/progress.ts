@@ -10,6 +10,8 @@ export interface ProgressReporter {
   onFile(event: FileEvent): void
   /** Print a line above the bar (errors, warnings) without tearing it. */
   log(line: string): void
+  /** Clear the bar and stop its clock (a prompt is open); the returned function draws it again. */
+  pause(): () => void
   stop(): void
 }
 
@@ -44,24 +46,40 @@ export function createProgress(stream: NodeJS.WriteStream = process.stderr): Pro
       eta: perSecond > 0 ? prettyMs(Math.ceil(remaining / perSecond) * 1000, { secondsDecimalDigits: 0 }) : '…',
     }
   }
+  const draw = (files: number, bytes: number) => {
+    const width = barWidth(stream.columns, files, bytes)
+    multibar = new cliProgress.MultiBar(
+      {
+        stream,
+        format: `${width >= 5 ? '{bar} ' : ''}{percentage}% | {files} | {bytes} | {rate} | ETA {eta}`,
+        barsize: width,
+        hideCursor: true,
+        clearOnComplete: true,
+        fps: 5,
+      },
+      cliProgress.Presets.shades_classic,
+    )
+    bar = multibar.create(Math.max(1, totalBytes || totalFiles), barValue(), payload())
+  }
   return {
     onPlan(files, bytes) {
       totalFiles = files
       totalBytes = bytes
       samples.length = 0
-      const width = barWidth(stream.columns, files, bytes)
-      multibar = new cliProgress.MultiBar(
-        {
-          stream,
-          format: `${width >= 5 ? '{bar} ' : ''}{percentage}% | {files} | {bytes} | {rate} | ETA {eta}`,
-          barsize: width,
-          hideCursor: true,
-          clearOnComplete: true,
-          fps: 5,
-        },
-        cliProgress.Presets.shades_classic,
-      )
-      bar = multibar.create(Math.max(1, totalBytes || totalFiles), 0, payload())
+      draw(files, bytes)
+    },
+    pause() {
+      if (!multibar) return () => undefined
+      multibar.stop()
+      multibar = undefined
+      bar = undefined
+      const pausedAt = performance.now()
+      return () => {
+        // The time spent answering is not time spent working: shift the rate window past it.
+        const paused = performance.now() - pausedAt
+        for (const sample of samples) sample[0] += paused
+        draw(totalFiles, totalBytes)
+      }
     },
     onFile(event) {
       filesDone++

@@ -36,11 +36,13 @@ export interface Session {
   /** Stop the progress bar, write the summary, and return the exit code. */
   finish(summary: TreeSummary, verb: string): number
   stopProgress(): void
+  /** Clear the progress bar while a prompt is open; call the result when it is answered. */
+  pauseProgress(): () => void
   verbosity: number
 }
 
 /** Writes nothing: for pipes, `-q`, and tests. */
-const silentProgress = { onPlan() {}, onFile() {}, log: (line: string) => void process.stderr.write(line + '\n'), stop() {} }
+const silentProgress = { onPlan() {}, onFile() {}, log: (line: string) => void process.stderr.write(line + '\n'), pause: () => () => undefined, stop() {} }
 
 export async function startSession(args: { quiet?: boolean; verbose?: number; dryRun?: boolean; summary?: string }): Promise<Session> {
   const verbosity = args.quiet ? -1 : (args.verbose ?? 0)
@@ -77,6 +79,7 @@ export async function startSession(args: { quiet?: boolean; verbose?: number; dr
       progress.onPlan(files, bytes)
     },
     stopProgress: () => progress.stop(),
+    pauseProgress: () => progress.pause(),
     finish(summary, verb) {
       progress.stop()
       removeLiveTemporaries()
