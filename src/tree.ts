@@ -40,6 +40,12 @@ export function decryptTree(options: DecryptTreeOptions): Promise<TreeSummary> {
   return runTree(options.unsignedOnly ? 'decrypt-unsigned' : 'decrypt', options)
 }
 
+/** Decrypt every message into the target `outputFor` gives it, which keeps nothing (verify.ts): the same
+ *  path, engines and worker pool as decrypt, with metadata records marked `verified`. */
+export function verifyMessages(options: DecryptTreeOptions & Required<Pick<DecryptTreeOptions, 'outputFor'>>): Promise<TreeSummary> {
+  return runTree('verify', options)
+}
+
 async function runTree(mode: Mode, options: EncryptTreeOptions & DecryptTreeOptions): Promise<TreeSummary> {
   const started = performance.now()
   const warn = options.warn ?? ((message: string) => process.stderr.write(`envcrypt: warning: ${message}\n`))
@@ -162,6 +168,7 @@ async function planRun(mode: Mode, options: EncryptTreeOptions & DecryptTreeOpti
       shard: options.shard,
       manifest: options.manifest,
       metadataOutput: options.metadataOutput,
+      outputFor: options.outputFor,
       warn,
     },
     options.stores,

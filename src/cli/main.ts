@@ -3,7 +3,6 @@
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true'
 
 import { createInterface } from 'node:readline/promises'
-import { readFileSync } from 'node:fs'
 import yargs, { type Argv, type CommandModule } from 'yargs'
 import { hideBin } from 'yargs/helpers'
 import { ALGORITHM_NAMES, COMMITMENT_POLICIES, type CommitmentPolicyName } from '../message/algorithms.js'
@@ -19,10 +18,11 @@ import type { TreeSummary } from '../tree.js'
 import type { MigrateArgs } from './migrate.js'
 import type { BenchArgs } from '../bench/bench.js'
 import { VERSION } from '../version.js'
-import { parseManifest, parseShard, relativeToInput, shardOf, type ManifestEntry, type Shard } from '../store/shard.js'
-import type { Store } from '../store/plan.js'
+import { parseShard } from '../store/shard.js'
+import { loadManifest } from './manifest.js'
 import { mergeSummaries, readSummaryFile } from './summary.js'
 import { inspectCommand, reportCommand } from './tools.js'
+import { verifyCommand } from './verify.js'
 import { describePlan } from '../store/dry-run.js'
 import { checkOutputArgs, exitCodes, startSession, type Session } from './session.js'
 
@@ -39,6 +39,7 @@ const EXAMPLES: Array<[string, string]> = [
   ['$0 -d -r -i enc/ -o plain/ -w provider=raw-aes key=k1 material=file://key.bin -S', 'decrypt it back'],
   ['$0 -e -i report.pdf -o report.pdf.enc -w key=arn:aws:kms:us-east-1:111122223333:key/... -c team=data -S', 'encrypt one file with a KMS key and an encryption context'],
   ['$0 -e -r -i data/ -o enc/ -w key=$KEY_ARN -S --dry-run', 'list what would be encrypted, reading no key and writing nothing'],
+  ['$0 verify -r -i enc/ -w provider=raw-aes key=k1 material=file://key.bin', 'check that every message decrypts and is intact, writing no plaintext'],
   ['$0 inspect enc/report.pdf.encrypted', 'show a message header (suite, context, key providers) without keys'],
   ['$0 reencrypt -r -i enc/ -o rotated/ -W key=alias/old -w key=alias/new -S', 'rotate a tree to new wrapping keys (plaintext never touches disk)'],
   ['$0 completion >> ~/.bashrc', 'shell completion for bash (and zsh)'],
@@ -104,6 +105,7 @@ async function main(argv: string[]): Promise<number> {
       async (argv) => {
         exitCode = await runMain({ ...(argv as unknown as MainArgs), reencrypt: true })
       })
+    .command(verifyCommand((code) => (exitCode = code)))
     .command(inspectCommand((code) => (exitCode = code)))
     .command(reportCommand())
     .completion('completion', 'print a bash/zsh completion script (add it with: envcrypt completion >> ~/.bashrc)')
@@ -430,30 +432,6 @@ async function s3Stores(args: MainArgs, encrypting: boolean, warn: (message: str
       objectFormat: encrypting ? (args.encode ? 'aws-encryption-sdk-message-base64' : 'aws-encryption-sdk-message') : 'plaintext',
     }),
   ]
-}
-
-async function loadManifest(source: string, inputs: string[], stores: Store[], warn: (message: string) => void, shard: Shard | undefined): Promise<ManifestEntry[]> {
-  const store = stores.find((s) => s.matches(source))
-  const text = store?.readText ? await store.readText(source) : await readManifest(source)
-  const { entries, outside } = relativeToInput(parseManifest(text, source), inputs[0])
-  if (outside > 0) warn(`--manifest ${source}: ${outside} inventory row(s) outside ${inputs[0]} ignored`)
-  // Every line was validated above; only this worker's share is kept, so that planning stats and holds
-  // 1/N of the manifest (1,000,000 lines at --shard 0/16: 62,500 stats instead of 1,000,000).
-  return shard ? entries.filter((entry) => shardOf(entry.path, shard.count) === shard.index) : entries
-}
-
-async function readManifest(source: string): Promise<string> {
-  try {
-    return source === '-' ? await readStdinText() : readFileSync(source, 'utf8')
-  } catch (err) {
-    throw new UsageError(`--manifest ${source}: cannot read it (${(err as NodeJS.ErrnoException).code ?? 'error'})`)
-  }
-}
-
-async function readStdinText(): Promise<string> {
-  const chunks: Buffer[] = []
-  for await (const chunk of process.stdin) chunks.push(chunk as Buffer)
-  return Buffer.concat(chunks).toString('utf8')
 }
 
 function checkReencryptArgs(args: MainArgs): void {

@@ -5,7 +5,7 @@ import type { MessageHeader } from '@aws-crypto/client-node'
 import { algorithmName } from './algorithms.js'
 import type { HeaderAuth } from './engine.js'
 
-export type Mode = 'encrypt' | 'decrypt' | 'decrypt-unsigned'
+export type Mode = 'encrypt' | 'decrypt' | 'decrypt-unsigned' | 'verify'
 
 const b64 = (bytes: Uint8Array) => Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('base64')
 
@@ -48,21 +48,27 @@ export function headerRecord(header: MessageHeader): HeaderRecord {
 }
 
 export interface MetadataRecord {
-  header: HeaderRecord
+  /** null only for a verify record of a file whose header could not be read (not a message, truncated). */
+  header: HeaderRecord | null
   header_auth?: { iv: string; tag: string }
   input: string
-  output: string
+  /** null for verify, which writes no output. */
+  output: string | null
   mode: Mode
+  /** verify only: whether the message authenticated completely (and matched its plaintext, with --against). */
+  verified?: boolean
   error?: string
 }
 
-export function metadataRecord(args: { header: MessageHeader; headerAuth?: HeaderAuth; input: string; output: string; mode: Mode; error?: string }): MetadataRecord {
+export function metadataRecord(args: { header?: MessageHeader; headerAuth?: HeaderAuth; input: string; output: string; mode: Mode; error?: string }): MetadataRecord {
+  const verifying = args.mode === 'verify'
   return {
-    header: headerRecord(args.header),
+    header: args.header ? headerRecord(args.header) : null,
     ...(args.mode !== 'encrypt' && args.headerAuth ? { header_auth: { iv: b64(args.headerAuth.iv), tag: b64(args.headerAuth.tag) } } : {}),
     input: args.input,
     mode: args.mode,
-    output: args.output,
+    output: verifying ? null : args.output,
+    ...(verifying ? { verified: args.error === undefined } : {}),
     ...(args.error ? { error: args.error } : {}),
   }
 }

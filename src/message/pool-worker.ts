@@ -20,7 +20,8 @@ import { decryptWithMaterials } from './decrypt.js'
 import { encryptWithMaterials } from './encrypt.js'
 import type { MessageHeader } from '@aws-crypto/serialize'
 import { describeError, EnvcryptError, IntegrityError } from '../errors.js'
-import { writeTemporaryFile, WriteStopped, type TemporaryTarget } from '../store/local.js'
+import { writeTemporaryFile, WriteStopped, type FileTarget, type TemporaryTarget } from '../store/local.js'
+import { checkInto } from '../store/verify.js'
 import { checkInputUnchanged, InputChangedError, type PlannedInput } from '../store/input-check.js'
 import { nativeKernel } from './native.js'
 import { prepareSmallEncrypt, sealSmallEncrypts, smallFileKernel, type SmallFileErrors } from './small-files.js'
@@ -68,7 +69,8 @@ export interface DecryptFileTask {
   planned: PlannedInput
   /** The input's size when the planner knew it: reads are sized to it. */
   inputSize?: number
-  output: TemporaryTarget
+  /** A file to write, or verify's check (nothing is written). */
+  output: FileTarget
   suiteId: AlgorithmSuiteIdentifier
   encryptionContext: Record<string, string>
   dataKey: Uint8Array
@@ -184,14 +186,16 @@ async function decryptFile(task: DecryptFileTask, stopped: () => boolean): Promi
     if (!Buffer.from(task.expectedHeader).equals(buffered.subarray(0, parsed.headerLength))) {
       throw new EnvcryptError('the input changed while it was being decrypted (its header is not the one read first)')
     }
-    return await writeTemporaryFile(task.output, stopped, async (output) => {
-      const result = await decryptWithMaterials(material, { parsed, headerBytes: buffered, rest: new FileInput(input, buffers, stopIf(stopped)) }, new FileOutput(output, buffers), {
+    const target = task.output
+    const decryptInto = async (output: FileOutput): Promise<FileTaskResult> => {
+      const result = await decryptWithMaterials(material, { parsed, headerBytes: buffered, rest: new FileInput(input, buffers, stopIf(stopped)) }, output, {
         maxBodySize: task.maxBodySize,
         expectedBytes: task.inputSize,
       }).catch(changedOr(input, task))
       checkInputUnchanged(input, task.inputPath, task.planned, result.bytesIn)
       return { ok: true, bytesIn: result.bytesIn, bytesOut: result.bytesOut }
-    })
+    }
+    return 'check' in target ? await checkInto(target, buffers, decryptInto) : await writeTemporaryFile(target, stopped, (fd) => decryptInto(new FileOutput(fd, buffers)))
   } finally {
     closeSync(input)
   }

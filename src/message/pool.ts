@@ -28,7 +28,7 @@ import { checkDecryptHeader, resolveDecryptionMaterials, resolveEncryptionMateri
 import { EnvcryptError, IntegrityError, untilAborted } from '../errors.js'
 import { provideSigningKeyPairs } from '../keys/signing-keys.js'
 import type { DecryptFileTask, EncryptFileTask, FileBatch, FileTask, FileTaskResult } from './pool-worker.js'
-import type { TemporaryTarget } from '../store/local.js'
+import type { FileTarget, TemporaryTarget } from '../store/local.js'
 import type { PlannedInput } from '../store/input-check.js'
 
 interface FileRunOptions {
@@ -44,7 +44,8 @@ interface FileRunOptions {
  *  is accepted (materials resolved), so a refused file leaves nothing behind. */
 export interface FileEngine extends Engine {
   encryptFile(inputPath: string, openOutput: () => Promise<TemporaryTarget>, options: EncryptMessageOptions & FileRunOptions): Promise<MessageResult>
-  decryptFile(inputPath: string, openOutput: () => Promise<TemporaryTarget>, options: DecryptMessageOptions & FileRunOptions): Promise<MessageResult>
+  /** `openOutput` may give verify's check target instead of a file (store/verify.ts). */
+  decryptFile(inputPath: string, openOutput: () => Promise<FileTarget>, options: DecryptMessageOptions & FileRunOptions): Promise<MessageResult>
 }
 
 export function isFileEngine(engine: Engine): engine is FileEngine {
@@ -183,7 +184,7 @@ function runTask(task: FileTask, size: number | undefined, stop: Int32Array): Pr
 
 /** Reserve the output (only now: a refused file leaves nothing behind), then run the task on a worker. The
  *  task's copy of the data key is zeroed whatever happens (the worker zeroes its own). */
-async function runInWorker(task: Unreserved<EncryptFileTask> | Unreserved<DecryptFileTask>, size: number | undefined, openOutput: () => Promise<TemporaryTarget>, signal: AbortSignal | undefined): Promise<FileTaskResult & { ok: true }> {
+async function runInWorker(task: Unreserved<EncryptFileTask> | Unreserved<DecryptFileTask>, size: number | undefined, openOutput: () => Promise<FileTarget>, signal: AbortSignal | undefined): Promise<FileTaskResult & { ok: true }> {
   let result: FileTaskResult
   try {
     result = await runTask({ ...task, output: await openOutput() } as FileTask, size, stopFlagFor(signal))

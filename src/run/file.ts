@@ -3,7 +3,7 @@
 import type { CommitmentPolicy, MessageHeader, NodeMaterialsManager } from '@aws-crypto/client-node'
 import type { DecryptMessageOptions, EncryptMessageOptions, Engine, MessageResult, ParsedHeader, ByteSource } from '../message/engine.js'
 import { describeError, EnvcryptError, IntegrityError, InterruptedError, untilAborted } from '../errors.js'
-import { lazyWriter, type OutputWriter } from '../store/local.js'
+import { lazyWriter, type FileTarget, type OutputWriter, type TemporaryTarget } from '../store/local.js'
 import { metadataRecord, type MetadataSink, type Mode } from '../message/metadata.js'
 import type { PlannedFile } from '../store/plan.js'
 import type { FileEngine } from '../message/pool.js'
@@ -111,7 +111,7 @@ function decryptOptionsFor(run: TreeRun, progress: FileProgress): DecryptMessage
   return {
     cmm: run.cmm,
     commitmentPolicy: run.commitmentPolicy,
-    signaturePolicy: run.mode === 'decrypt-unsigned' ? 'forbid-signed' : 'allow',
+    signaturePolicy: run.mode === 'decrypt-unsigned' || (run.mode === 'verify' && options.unsignedOnly) ? 'forbid-signed' : 'allow',
     maxEncryptedDataKeys: options.maxEncryptedDataKeys ?? false,
     maxBodySize: options.maxLength,
     onHeader: (p) => {
@@ -157,8 +157,14 @@ async function runByFile(run: TreeRun, file: PlannedFile, progress: FileProgress
   // Not untilAborted: the engine stops waiting on KMS itself, and a file its worker already committed
   // when the run is interrupted still counts (and gets its metadata line); workers stop at their next check.
   return run.mode === 'encrypt'
-    ? engine.encryptFile(file.input.localPath!, openOutput, { ...encryptOptionsFor(run, file), ...fileOptions })
+    ? engine.encryptFile(file.input.localPath!, () => openOutput().then(fileToWrite), { ...encryptOptionsFor(run, file), ...fileOptions })
     : engine.decryptFile(file.input.localPath!, openOutput, { ...decryptOptionsFor(run, progress), ...fileOptions })
+}
+
+/** Encrypt always writes a file (only verify's outputs are checks). */
+function fileToWrite(target: FileTarget): TemporaryTarget {
+  if ('check' in target) throw new EnvcryptError('internal: encrypt needs an output file')
+  return target
 }
 
 /** Any other pair (stdin/stdout, S3, --encode/--decode, reencrypt, migrate): the engine between two streams. */
@@ -218,7 +224,8 @@ async function recordFailure(run: TreeRun, file: PlannedFile, progress: FileProg
   if (interrupted) return
   summary.files_failed++
   summary.failures.push({ input: file.input.display, error: message })
-  if (knownHeader) {
+  // verify reports every file, a message it could not even parse too.
+  if (knownHeader || run.mode === 'verify') {
     run.metadata.write(metadataRecord({ header: knownHeader, headerAuth: progress.parsed?.headerAuth, input: file.input.display, output: file.output.display, mode: run.mode, error: message }))
   }
 }

@@ -7,7 +7,7 @@ import type { KmsCallCounts, KmsRunOptions, WrappingKeySpec } from '../keys/keyr
 import type { CachingSettings } from '../keys/materials.js'
 import type { ManifestEntry, Shard } from '../store/shard.js'
 import type { Store } from '../store/plan.js'
-import type { InputItem } from '../store/local.js'
+import type { InputItem, OutputTarget } from '../store/local.js'
 import type { PlannedAction } from '../store/dry-run.js'
 
 export interface CommonTreeOptions {
@@ -47,6 +47,8 @@ export interface CommonTreeOptions {
   shard?: Shard
   /** Work list replacing the listing of the single input root (`--manifest`). */
   manifest?: ManifestEntry[]
+  /** No output tree: each input's target comes from here (verify's checks); `output` is then unused. */
+  outputFor?: (input: InputItem) => OutputTarget
   /** Remote stores (S3) the planner may use. */
   stores?: readonly Store[]
   signal?: AbortSignal

@@ -71,8 +71,19 @@ export interface TemporaryTarget {
   noClobber: boolean
 }
 
+/** verify's output (store/verify.ts): nothing is created. The plaintext is compared, as it streams, with the
+ *  local file `againstPath`, or discarded; `problem` says why there is nothing to compare with. Plain data. */
+export interface CheckTarget {
+  check: true
+  againstPath?: string
+  problem?: string
+}
+
+/** What a writer in another thread is given: a file to create and commit, or verify's check. */
+export type FileTarget = TemporaryTarget | CheckTarget
+
 interface TemporaryWriter extends Omit<OutputWriter, 'stream' | 'commit'> {
-  target: TemporaryTarget
+  target: FileTarget
   /** The writer reported that it committed the output: forget the temporary. */
   commit(): Promise<void>
 }

@@ -27,6 +27,8 @@ export interface PlanOptions {
   manifest?: ManifestEntry[]
   /** The metadata file, refused inside an output directory (a later `-d -r` of it would take it as input). */
   metadataOutput?: string
+  /** No output tree: each input's target comes from here (verify's checks, store/verify.ts); `output` is unused. */
+  outputFor?: (input: InputItem) => OutputTarget
 }
 
 /** Remote stores plug in here (S3); the planner only needs a listing and a way to name outputs. */
@@ -69,6 +71,7 @@ export async function planFiles(options: PlanOptions, stores: readonly Store[] =
     items = items.filter((item) => shardOf(item.relPath, count) === index)
   }
   if (items.length === 0) return []
+  if (options.outputFor) return items.map((input) => ({ input, output: options.outputFor!(input) }))
 
   const output = options.output
   const outputStore = stores.find((s) => s.matches(output))
