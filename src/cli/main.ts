@@ -155,7 +155,7 @@ Examples:
   envcrypt completion >> ~/.zshrc    enable completion in zsh
 `
 
-const SUBCOMMANDS = ['keygen', 'local-kms', 'migrate', 'merge-summaries', 'reencrypt', 'inspect', 'report', 'completion', 'bench']
+const SUBCOMMANDS = ['keygen', 'local-kms', 'migrate', 'merge-summaries', 'reencrypt', 'verify', 'inspect', 'report', 'completion', 'bench']
 
 /** The main command and reencrypt take their long flags abbreviated, as aws-encryption-cli (argparse) does. */
 function expandMainAbbreviations(argv: string[]): string[] {
