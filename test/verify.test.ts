@@ -3,7 +3,7 @@
 // moment (file-system events are watched during the run); --against finds changed, missing and extra
 // plaintext files; an S3 prefix on s3rver verifies streamed; with caching, the local KMS sees one Decrypt per
 // data key.
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest'
 import { watch, copyFileSync, cpSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs'
 import { randomBytes } from 'node:crypto'
 import { join, relative } from 'node:path'
@@ -11,6 +11,9 @@ import { localKmsEnv, startLocalKms, type LocalKms } from '../src/local-kms/serv
 import { listFiles, rawAesKey, readJsonLines, runCli, tempDir, VECTORS, writeTree, type CliResult } from './helpers/cli.js'
 import { startS3rver, S3RVER_ENV, type S3rverHandle } from './helpers/s3rver.js'
 import { GetObjectCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3'
+
+// Each test runs the CLI several times; on the shared 2-core machine one run took up to 15 s.
+vi.setConfig({ testTimeout: 180_000, hookTimeout: 180_000 })
 
 const MiB = 1024 * 1024
 
