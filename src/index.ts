@@ -8,6 +8,8 @@ export { EnvcryptError, UsageError, IntegrityError, InterruptedError } from './e
 export { keygen } from './keys/keygen.js'
 export { VERSION } from './version.js'
 export { reencryptTree } from './reencrypt.js'
+export { verifyTree } from './verify.js'
+export type { VerifyTreeOptions } from './verify.js'
 export type { ReencryptTreeOptions } from './reencrypt.js'
 export { inspectFile } from './message/inspect.js'
 export type { InspectResult } from './message/inspect.js'

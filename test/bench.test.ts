@@ -6,7 +6,7 @@ import { join } from 'node:path'
 import { CLI, rawAesKey, runCli, tempDir } from './helpers/cli.js'
 
 describe('envcrypt bench', () => {
-  it('--files 20 --file-size 10000 --json: four verified runs; caching at max_messages_encrypted=10 makes 2 data keys', async () => {
+  it('--files 20 --file-size 10000 --json: six runs (encrypt, decrypt, verify; round trips checked); caching at max_messages_encrypted=10 makes 2 data keys', async () => {
     const work = tempDir()
     const dir = join(work, 'dataset')
     const html = join(work, 'bench.html')
@@ -28,8 +28,10 @@ describe('envcrypt bench', () => {
     expect(report.runs.map((r: any) => [r.mode, r.caching])).toEqual([
       ['encrypt', false],
       ['decrypt', false],
+      ['verify', false],
       ['encrypt', settings],
       ['decrypt', settings],
+      ['verify', settings],
     ])
     for (const run of report.runs) {
       for (const field of ['seconds', 'mb_per_s', 'files_per_s', 'peak_rss_mb']) expect(typeof run[field], field).toBe('number')
@@ -40,13 +42,17 @@ describe('envcrypt bench', () => {
       expect(run.share_of_limit).toBeCloseTo(run.limit_seconds / run.seconds, 2)
       expect(run).not.toHaveProperty('baseline_ratio')
     }
-    const [encrypt, decrypt, cachedEncrypt, cachedDecrypt] = report.runs
+    const [encrypt, decrypt, verify, cachedEncrypt, cachedDecrypt, cachedVerify] = report.runs
     expect(encrypt.kms_calls).toEqual({ GenerateDataKey: 20 })
     expect(encrypt.distinct_data_keys).toBe(20)
     expect(decrypt.kms_calls).toEqual({ Decrypt: 20 })
     expect(cachedEncrypt.kms_calls).toEqual({ GenerateDataKey: 2 })
     expect(cachedEncrypt.distinct_data_keys).toBe(2)
     expect(cachedDecrypt.kms_calls).toEqual({ Decrypt: 2 })
+    // verify authenticates the same messages: the same KMS calls as decrypt.
+    expect(verify.kms_calls).toEqual({ Decrypt: 20 })
+    expect(cachedVerify.kms_calls).toEqual({ Decrypt: 2 })
+    expect(cachedVerify.distinct_data_keys).toBe(2)
     // --report writes the same runs as a self-contained page (rendering is checked in test/report.test.ts).
     const page = readFileSync(html, 'utf8')
     expect(page).toMatch(/<canvas/)
@@ -61,7 +67,7 @@ describe('envcrypt bench', () => {
     expect(result.code).toBe(0)
     const table = result.stdout.toString()
     expect(table).toMatch(/AES_256_GCM_HKDF_SHA512_COMMIT_KEY,/)
-    expect(table.match(/^\s+(encrypt|decrypt) /gm)).toHaveLength(8)
+    expect(table.match(/^\s+(encrypt|decrypt|verify) /gm)).toHaveLength(12)
     expect(table).toMatch(/sdk caching/)
     expect(table).toMatch(/ECDSA P-384 \d+ signs\/s/)
   })

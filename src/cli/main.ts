@@ -30,7 +30,7 @@ import { checkOutputArgs, exitCodes, startSession, type Session } from './sessio
 // AES key does not pay for the bench, migrate, the local KMS or the AWS SDK clients. `bench` and `migrate`
 // need their modules to declare their flags: they load when their name is on the command line, and
 // otherwise appear in the help with their description only.
-const BENCH_DESCRIPTION = 'measure encrypt/decrypt throughput and KMS calls, without and with caching (local KMS by default)'
+const BENCH_DESCRIPTION = 'measure encrypt, decrypt and verify throughput and KMS calls, without and with caching (local KMS by default)'
 const MIGRATE_DESCRIPTION = 're-encrypt files from a home-made KMS envelope scheme (cloudonaut-v1, openssl-kms, ddb-ctr) or objects of the Amazon S3 Encryption Client (s3ec) as Encryption SDK messages'
 
 const EXAMPLES: Array<[string, string]> = [
