@@ -1,9 +1,13 @@
 // `envcrypt bench` at a small size: the JSON shape, and that caching cut the GenerateDataKey calls as the
 // settings say. No timing assertions: the figures belong in the bench itself.
-import { describe, expect, it } from 'vitest'
+import { describe, expect, it, vi } from 'vitest'
 import { readFileSync, readdirSync } from 'node:fs'
 import { join } from 'node:path'
 import { CLI, rawAesKey, runCli, tempDir } from './helpers/cli.js'
+
+// Each test runs the CLI six to twelve times (encrypt, decrypt, verify); on the shared 2-core machine the first
+// took over 60 s.
+vi.setConfig({ testTimeout: 240_000 })
 
 describe('envcrypt bench', () => {
   it('--files 20 --file-size 10000 --json: six runs (encrypt, decrypt, verify; round trips checked); caching at max_messages_encrypted=10 makes 2 data keys', async () => {

@@ -330,6 +330,36 @@ describe('jsEngine against the SDK', () => {
   })
 })
 
+describe('non-framed messages into a sink that keeps nothing (verify)', () => {
+  it('outputKeepsNothing: the plaintext reaches the sink while the body is still read, not whole at the end; a tampered tag still fails', async () => {
+    const plaintext = randomBytes(3 * 1024 * 1024)
+    const message = await nonFramedMessage(plaintext, AlgorithmSuiteIdentifier.ALG_AES256_GCM_IV12_TAG16_HKDF_SHA512_COMMIT_KEY_ECDSA_P384)
+    const firstWriteAt = async (outputKeepsNothing: boolean, input: Buffer) => {
+      let read = 0
+      let atFirstWrite: number | undefined
+      const source = (async function* () {
+        for (let at = 0; at < input.length; at += 64 * 1024) {
+          read = Math.min(input.length, at + 64 * 1024)
+          yield input.subarray(at, read)
+        }
+      })()
+      const sink = new Writable({
+        write(_chunk, _encoding, done) {
+          atFirstWrite ??= read
+          done()
+        },
+      })
+      await jsEngine.decrypt(source, sink, { cmm: cmmFor(), commitmentPolicy: REQUIRE_ENCRYPT_ALLOW_DECRYPT, outputKeepsNothing })
+      return atFirstWrite
+    }
+    expect(await firstWriteAt(false, message)).toBe(message.length)
+    expect(await firstWriteAt(true, message)).toBeLessThan(plaintext.length / 2)
+    const flipped = Buffer.from(message)
+    flipped[message.length - 120] ^= 1
+    await expect(firstWriteAt(true, flipped)).rejects.toThrow(IntegrityError)
+  })
+})
+
 /** A non-framed message built from the SDK's own pieces (the SDK only reads these; it cannot write them). */
 async function nonFramedMessage(plaintext: Buffer, suiteId: AlgorithmSuiteIdentifier): Promise<Buffer> {
   const { serializeMessageHeader, headerAuthIv, frameIv } = serializeFactory((s: string) => Buffer.from(s, 'utf8'), { utf8Sorting: true })

@@ -38,6 +38,8 @@ export interface DecryptFrameOptions {
   expectedBytes?: number
   /** Ciphertext bytes to gather before decrypting a batch; defaults to BATCH_BYTES. */
   batchBytes?: number
+  /** See DecryptMessageOptions.outputKeepsNothing. */
+  outputKeepsNothing?: boolean
 }
 
 const truncated = () => new IntegrityError('message is truncated: input ended before the final frame')
@@ -64,6 +66,8 @@ interface DecryptState {
   ivLength: number
   tagLength: number
   maxBodySize: number | undefined
+  /** An unframed body's plaintext may go to the output before its tag is checked (verify's sinks keep nothing). */
+  outputKeepsNothing: boolean
   write: (chunk: Buffer) => Promise<void>
 }
 
@@ -123,7 +127,8 @@ function nextFrame(state: DecryptState, expectedSequenceNumber: number): { frame
 }
 
 /** Body step for an unframed message: one "frame" covering the whole body, possibly larger than memory
- *  likes; stream it through one decipher and hold the plaintext until the tag verifies (as the SDK does). */
+ *  likes; stream it through one decipher and hold the plaintext until the tag verifies (as the SDK does),
+ *  unless the output keeps nothing (verify), which then gets it as it is decrypted. */
 async function decryptSingleBlock(state: DecryptState): Promise<void> {
   const { reader, verify, ivLength, tagLength } = state
   if (!(await reader.ensure(ivLength + 8))) throw truncated()
@@ -141,7 +146,9 @@ async function decryptSingleBlock(state: DecryptState): Promise<void> {
     const take = Math.min(remaining, reader.available)
     const ciphertext = reader.buffer.subarray(reader.position, reader.position + take)
     verify?.update(ciphertext)
-    plaintext.push(decipher.update(ciphertext))
+    const piece = decipher.update(ciphertext)
+    if (state.outputKeepsNothing) await state.write(piece)
+    else plaintext.push(piece)
     reader.position += take
     remaining -= take
   }
@@ -350,6 +357,7 @@ export async function decryptWithMaterials(
       ivLength: suite.ivLength,
       tagLength,
       maxBodySize: options.maxBodySize,
+      outputKeepsNothing: options.outputKeepsNothing ?? false,
       write: async (chunk: Buffer) => {
         bytesOut += chunk.length
         if (output instanceof FileOutput) output.write(chunk)

@@ -37,7 +37,7 @@ export const jsEngine: Engine = {
       // Before the materials manager: a refused header never costs a KMS call.
       if (options.onHeader) await options.onHeader(parsed)
       const material = await resolveDecryptionMaterials(parsed, options)
-      return await decryptWithMaterials(material, { parsed, headerBytes: buffered, rest: iterator }, output, { maxBodySize: options.maxBodySize })
+      return await decryptWithMaterials(material, { parsed, headerBytes: buffered, rest: iterator }, output, { maxBodySize: options.maxBodySize, outputKeepsNothing: options.outputKeepsNothing })
     } catch (err) {
       // Release the source (close a file stream) as `for await` would.
       await iterator.return?.().catch(() => undefined)

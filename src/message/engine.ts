@@ -49,6 +49,9 @@ export interface DecryptMessageOptions {
   /** Called once the header is parsed, before any key is unwrapped or plaintext written.
    *  Throw to refuse the message (for example an encryption-context mismatch). */
   onHeader?: (parsed: ParsedHeader) => void | Promise<void>
+  /** The output keeps nothing (verify's sinks, which drop or compare): a non-framed body's plaintext may reach
+   *  it before its tag is checked, so it is never held whole in memory. Nothing else changes. */
+  outputKeepsNothing?: boolean
 }
 
 export interface MessageResult {

@@ -191,6 +191,7 @@ async function decryptFile(task: DecryptFileTask, stopped: () => boolean): Promi
       const result = await decryptWithMaterials(material, { parsed, headerBytes: buffered, rest: new FileInput(input, buffers, stopIf(stopped)) }, output, {
         maxBodySize: task.maxBodySize,
         expectedBytes: task.inputSize,
+        outputKeepsNothing: 'check' in task.output,
       }).catch(changedOr(input, task))
       checkInputUnchanged(input, task.inputPath, task.planned, result.bytesIn)
       return { ok: true, bytesIn: result.bytesIn, bytesOut: result.bytesOut }

@@ -114,6 +114,7 @@ function decryptOptionsFor(run: TreeRun, progress: FileProgress): DecryptMessage
     signaturePolicy: run.mode === 'decrypt-unsigned' || (run.mode === 'verify' && options.unsignedOnly) ? 'forbid-signed' : 'allow',
     maxEncryptedDataKeys: options.maxEncryptedDataKeys ?? false,
     maxBodySize: options.maxLength,
+    outputKeepsNothing: run.mode === 'verify',
     onHeader: (p) => {
       progress.parsed = p
       checkRequiredContext(p.header.encryptionContext, options.requiredContext)
