@@ -22,7 +22,7 @@ export interface VerifyTreeOptions
   suffix?: string
 }
 
-export const DEFAULT_MESSAGE_SUFFIX = '.encrypted'
+const DEFAULT_MESSAGE_SUFFIX = '.encrypted'
 
 /** Verify a tree: one summary as decrypt's (a verified message counts in files_ok, anything else in
  *  files_failed), one metadata record per message with `"output": null` and `"verified"`. */

@@ -9,7 +9,7 @@ import { parseShard } from '../store/shard.js'
 import { checkOutputArgs, startSession } from './session.js'
 import { loadManifest } from './manifest.js'
 
-export const VERIFY_DESCRIPTION = 'prove that every message of a tree or bucket is intact and decrypts with these keys, writing no plaintext (--against: and equals its plaintext)'
+const VERIFY_DESCRIPTION = 'prove that every message of a tree or bucket is intact and decrypts with these keys, writing no plaintext (--against: and equals its plaintext)'
 
 function verifyOptions(y: Argv) {
   return y

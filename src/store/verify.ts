@@ -17,7 +17,7 @@ type PullExpected = (length: number) => Promise<Uint8Array>
 
 /** A sink that compares what it is given with `pull`'s bytes (or drops it when there is nothing to compare
  *  with). It never fails a write: `verdict()`, once the decrypt has ended the stream, throws on a mismatch. */
-export class PlaintextCheck extends Writable {
+class PlaintextCheck extends Writable {
   private position = 0
   private difference?: string
 
