@@ -1,12 +1,15 @@
 // The bench report: a self-contained page whose charts draw in a real browser with no network.
 import { describe, expect, it } from 'vitest'
 import { execFileSync } from 'node:child_process'
-import { existsSync, readFileSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { join } from 'node:path'
 import { pathToFileURL } from 'node:url'
 import { renderBenchReport } from '../src/bench/report.js'
-import { runCli, tempDir } from './helpers/cli.js'
+import { ROOT, runCli, tempDir } from './helpers/cli.js'
+
+/** Where the browser test leaves its screenshot for a person to look at (ignored by git). */
+const ARTIFACTS = join(ROOT, 'test-artifacts')
 
 const CHROMIUM = '/usr/bin/chromium'
 const CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync']
@@ -96,6 +99,30 @@ describe.skipIf(browserSkipReason !== '')(`the report in headless Chromium${brow
         return seen.size
       })
       expect(colours).toBeGreaterThan(3)
+      // The log axes start below 1, every bar of 1 or more is visible, and each bar's value is written.
+      const charts = await tab.evaluate(() => ['chart-kms', 'chart-data-keys'].map((id) => {
+        const chart = (window as any).Chart.getChart(document.getElementById(id))
+        const bars = chart.data.datasets.flatMap((dataset: any, d: number) =>
+          chart.getDatasetMeta(d).data.map((element: any, i: number) => ({ value: dataset.data[i], height: Math.abs(element.base - element.y) })))
+        return { id, min: chart.scales.y.min, type: chart.scales.y.type, bars }
+      }))
+      for (const chart of charts) {
+        expect(chart.type, chart.id).toBe('logarithmic')
+        expect(chart.min, chart.id).toBeLessThan(1)
+        for (const bar of chart.bars.filter((b: { value: number }) => b.value >= 1)) expect(bar.height, `${chart.id} bar of ${bar.value}`).toBeGreaterThanOrEqual(4)
+      }
+      const labelled = await tab.evaluate(() => Number(document.body.dataset.valueLabels))
+      const barCount = await tab.evaluate(() => ['chart-seconds', 'chart-throughput', 'chart-kms', 'chart-data-keys']
+        .map((id) => (window as any).Chart.getChart(document.getElementById(id)).data.datasets.reduce((n: number, d: any) => n + d.data.length, 0))
+        .reduce((a: number, b: number) => a + b, 0))
+      expect(labelled).toBe(barCount)
+      // Table headings in words with units, not JSON field names.
+      const headings = await tab.$$eval('#parameters th, #runs th', (cells) => cells.map((c) => c.textContent))
+      expect(headings).toEqual(expect.arrayContaining(['file size', 'KMS latency', 'throughput', 'peak memory']))
+      expect(headings.join(' ')).not.toMatch(/_/)
+      expect(await tab.$eval('#parameters', (t) => t.textContent)).toContain('5.1 MB')
+      mkdirSync(ARTIFACTS, { recursive: true })
+      await tab.screenshot({ path: join(ARTIFACTS, 'bench-report.png'), fullPage: true })
       expect(problems).toEqual([])
     } finally {
       await browser.close()
