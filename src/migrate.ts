@@ -71,7 +71,13 @@ export async function migrateTree(options: MigrateTreeOptions): Promise<TreeSumm
         source: hash ? hashing(plaintext, hash) : plaintext,
         // CTR keeps the length; CBC's padding is only known at the end.
         plaintextLength: scheme === 'ddb-ctr' ? input.size : undefined,
-        afterCommit: hash ? (output) => verifyThenRemove(input, hash, output.decryptInto) : undefined,
+        afterCommit: hash
+          ? async (output) => {
+              await verifyThenRemove(input, hash, output.decryptInto)
+              // An S3 Encryption Client object's instruction file is its envelope: it goes with it.
+              if (scheme === 's3ec') await input.removeSidecar?.(INSTRUCTION_SUFFIX)
+            }
+          : undefined,
       }
     }
     const summary = await encryptTree({

@@ -9,7 +9,7 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { GenerateDataKeyCommand, KMS, KMSClient } from '@aws-sdk/client-kms'
 import { buildClient, CommitmentPolicy, KmsKeyringNode } from '@aws-crypto/client-node'
-import { PutObjectCommand, S3Client } from '@aws-sdk/client-s3'
+import { GetObjectCommand, ListObjectsV2Command, PutObjectCommand, S3Client } from '@aws-sdk/client-s3'
 import { localKmsEnv, startLocalKms, type LocalKms } from '../src/local-kms/server.js'
 import { listFiles, readJsonLines, runCli, tempDir } from './helpers/cli.js'
 import { startS3rver, S3RVER_ENV, type S3rverHandle } from './helpers/s3rver.js'
@@ -210,6 +210,34 @@ describe('migrate --from s3ec', () => {
     expect(result.code).toBe(1)
     expect(result.stderr).toMatch(/limited\/a\.bin.*not one of the keys given/)
     expect(listFiles(join(out, 'new'))).toEqual([])
+  })
+
+  it('--delete-source removes each object and its instruction file once its message was read back; --sync skips what an S3 output already holds', async () => {
+    const keys = rsaPem()
+    await putS3ec('del/a.bin', randomBytes(700), 'kms+context', 'metadata')
+    await putS3ec('del/b.bin', randomBytes(70), 'AES/GCM', 'instruction')
+    const out = tempDir()
+    const migrate = (extra: string[]) => runCli(
+      ['migrate', '--from', 's3ec', '-r', '-w', `key=${newKeyArn}`, '-W', `key=${oldKeyArn}`, '-W', 'provider=raw-aes', 'key=wrap', `material=file://${keys.aes}`, '-S', '--s3-endpoint', server.endpoint, ...extra],
+      { env },
+    )
+    const keysUnder = async (prefix: string) => ((await s3.send(new ListObjectsV2Command({ Bucket: BUCKET, Prefix: prefix }))).Contents ?? []).map((o) => o.Key).sort()
+    expect(await keysUnder('del/')).toEqual(['del/a.bin', 'del/b.bin', 'del/b.bin.instruction'])
+    const deleted = await migrate(['-i', `s3://${BUCKET}/del/`, '-o', join(out, 'new'), '--delete-source'])
+    expect(deleted.stderr).toBe('')
+    expect(deleted.code).toBe(0)
+    expect(await keysUnder('del/')).toEqual([])
+    expect(listFiles(join(out, 'new'))).toEqual(['a.bin.encrypted', 'b.bin.encrypted'])
+
+    await putS3ec('sync/c.bin', randomBytes(300), 'kms+context', 'metadata')
+    const first = await migrate(['-i', `s3://${BUCKET}/sync/`, '-o', `s3://${BUCKET}/sdk-sync/`, '--sync', '--summary', join(out, 'first.json')])
+    expect(first.code).toBe(0)
+    const second = await migrate(['-i', `s3://${BUCKET}/sync/`, '-o', `s3://${BUCKET}/sdk-sync/`, '--sync', '--summary', join(out, 'second.json')])
+    expect(second.code).toBe(0)
+    expect(JSON.parse(readFileSync(join(out, 'first.json'), 'utf8'))).toMatchObject({ files_ok: 1, files_skipped: 0 })
+    expect(JSON.parse(readFileSync(join(out, 'second.json'), 'utf8'))).toMatchObject({ files_ok: 0, files_skipped: 1 })
+    const object = await s3.send(new GetObjectCommand({ Bucket: BUCKET, Key: 'sdk-sync/c.bin.encrypted' }))
+    expect((await sdkDecrypt(Buffer.from(await object.Body!.transformToByteArray()))).context['envcrypt:migrated-from']).toBe('s3ec')
   })
 
   it('-W and --allow-legacy-s3ec-v1 are refused for other schemes', async () => {

@@ -35,6 +35,7 @@ export function migrateOptions(y: Argv) {
     .option('jobs', { alias: 'j', type: 'number', describe: `files processed at once (default ${defaultJobs()})` })
     .option('skip-existing', { type: 'boolean', describe: 'leave outputs that already exist alone (resume an interrupted run)' })
     .option('summary', { type: 'string', describe: 'write a JSON run summary to FILE or - (stdout)' })
+    .option('sync', { type: 'boolean', describe: 'S3 output: skip sources whose object records the same size and modification time (as aws s3 sync)' })
     .option('fsync', { type: 'boolean', describe: 'flush each output and its directory to disk around the rename' })
     .option('follow-symlinks', { type: 'boolean', describe: 'follow symlinks that point outside the input directory' })
     .option('engine', { type: 'string', choices: ['js', 'sdk'], describe: 'message engine' })
@@ -74,6 +75,7 @@ export interface MigrateArgs {
   skipExisting?: boolean
   summary?: string
   fsync?: boolean
+  sync?: boolean
   followSymlinks?: boolean
   engine?: 'js' | 'sdk'
   s3Endpoint?: string
@@ -114,6 +116,7 @@ export async function runMigrate(args: MigrateArgs): Promise<number> {
     jobs: args.jobs,
     skipExisting: args.skipExisting,
     fsync: args.fsync,
+    sync: args.sync,
     followSymlinks: args.followSymlinks,
     engine: args.engine,
     stores: await s3Stores(args),

@@ -32,6 +32,9 @@ export interface InputItem {
   open(): Promise<ByteSource>
   /** Deletes the input (`migrate --delete-source`); absent where that is not possible. */
   remove?(): Promise<void>
+  /** Deletes the file or object named by this input's name + `suffix`, if there is one (an S3 Encryption
+   *  Client instruction file goes with its object). */
+  removeSidecar?(suffix: string): Promise<void>
 }
 
 export interface OutputWriter {
@@ -168,6 +171,9 @@ export function localFileInput(path: string, relPath: string, info: { size: numb
     localPath: path,
     open: async () => readCheckedFile(path, planned),
     remove: () => unlink(path),
+    removeSidecar: (suffix) => unlink(path + suffix).catch((err: NodeJS.ErrnoException) => {
+      if (err.code !== 'ENOENT') throw err
+    }),
   }
 }
 

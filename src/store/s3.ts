@@ -237,7 +237,19 @@ function s3Input(location: S3Location, relPath: string, size: number | undefined
     size,
     mtimeMs: lastModified?.getTime(),
     open: async () => readObject(location, context),
+    remove: () => deleteObject(location, context),
+    // S3 answers a delete of a missing key with success.
+    removeSidecar: (suffix) => deleteObject({ bucket: location.bucket, key: location.key + suffix }, context),
   }
+}
+
+async function deleteObject(location: S3Location, context: StoreContext): Promise<void> {
+  await context
+    .getClient()
+    .send(new DeleteObjectCommand({ Bucket: location.bucket, Key: location.key }))
+    .catch((err) => {
+      throw s3Error('delete', formatUri(location), err)
+    })
 }
 
 const MAX_RESUMES = 5
