@@ -116,7 +116,8 @@ export function openMetadataSink(target: string | undefined, overwrite: boolean)
     write: (record) => void stream.write(canonicalJson(record) + '\n'),
     close: () =>
       new Promise<void>((resolve, reject) => {
-        stream.end(() => (failure ? reject(failure) : resolve()))
+        // end()'s callback gets the write error (ENOSPC) as its argument, possibly before the 'error' event.
+        stream.end((err?: Error | null) => (err ?? failure ? reject(err ?? failure) : resolve()))
       }),
   }
 }
